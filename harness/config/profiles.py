@@ -17,6 +17,7 @@ policy = "untrusted"
 [sandbox]
 mode = "workspace-write"
 backend = "auto"
+image = "localhost/harness-session:latest"
 
 [features]
 smart_approvals = false

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +136,7 @@ class Settings:
 def resolve(options: CliOptions, locations: Locations, *, cwd: Path | None = None) -> Settings:
     """Load every layer for `options` and resolve them into Settings."""
     workspace = _workspace(options.workspace, cwd)
-    managed = load_managed(locations)
+    managed, managed_layers = load_managed(locations)
     trusted = is_trusted(workspace, locations.trust_file)
     layers: list[Layer] = [
         Layer(Origin("default"), parse_config(DEFAULTS_TOML, "built-in defaults"))
@@ -165,6 +165,7 @@ def resolve(options: CliOptions, locations: Locations, *, cwd: Path | None = Non
             )
         )
     layers.append(_cli_layer(options))
+    layers.extend(managed_layers)
     return resolve_layers(
         layers, managed, workspace, locations, project_trusted=trusted, profile=options.profile
     )
@@ -210,8 +211,11 @@ def _refuse_admin_section(config: ConfigFile, path: Path) -> None:
         )
 
 
-def load_managed(locations: Locations) -> AdminConstraints:
-    """Both managed files apply; where they differ, the stricter wins."""
+def load_managed(locations: Locations) -> tuple[AdminConstraints, list[Layer]]:
+    """Both managed files apply; where they differ, the stricter wins.
+
+    Returns the constraints and the files as layers (their forced rules join the others).
+    """
     paths = [locations.managed_config]
     if locations.extra_managed is not None:
         if not locations.extra_managed.is_file():
@@ -222,21 +226,15 @@ def load_managed(locations: Locations) -> AdminConstraints:
             )
         paths.append(locations.extra_managed)
     constraints = AdminConstraints()
-    files: list[Path] = []
+    layers: list[Layer] = []
     for path in paths:
         config = _load_optional(path)
         if config is None:
             continue
-        files.append(path)
+        layers.append(Layer(Origin("managed", str(path)), config))
         constraints = _merge_managed(constraints, config, path)
-    return AdminConstraints(
-        constraints.min_sandbox,
-        constraints.min_sandbox_origin,
-        constraints.disallowed_policies,
-        constraints.audit_required,
-        constraints.audit_paths,
-        tuple(files),
-    )
+    files = tuple(Path(layer.origin.path or "") for layer in layers)
+    return replace(constraints, files=files), layers
 
 
 _MANAGED_SECTIONS = ("admin", "prefix_rules", "network", "filesystem")
