@@ -213,6 +213,11 @@ _SAFE_ASSIGNMENTS = frozenset(
 PRIVILEGE_WRAPPERS = frozenset({"sudo", "doas", "su", "runuser", "pkexec"})
 SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh", "mksh", "ash", "fish", "yash", "rbash"})
 
+# tree-sitter-bash 0.25 crashes (SIGSEGV) on some code points above U+30000.
+# Bash's syntax is ASCII, so the parser sees every non-ASCII byte as the letter
+# `a`: same length, same word structure; text is always sliced from the original.
+_ASCII_ONLY = bytes(range(128)) + b"a" * 128
+
 _STATEMENTS = frozenset(
     {
         "command",
@@ -282,7 +287,7 @@ class _Walker:
             variants.append(source.replace("\\\n", ""))
         for variant in variants:
             data = variant.encode("utf-8", "surrogatepass")
-            tree = _parser().parse(data)
+            tree = _parser().parse(data.translate(_ASCII_ONLY))
             root = tree.root_node
             if root.has_error:
                 self.reason("could not be parsed")
