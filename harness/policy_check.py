@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.approval.engine import ApprovalRequest, PolicyContext, Verdict, evaluate
-from harness.config.resolve import CliOptions, Settings, resolve
+from harness.config.options import CliOptions
+from harness.config.resolve import Settings, resolve
 from harness.errors import UsageError
 from harness.paths import Locations
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from harness.cli.options import sandbox_options
-from harness.config.resolve import CliOptions
+from harness.config.options import CliOptions
 
 app = typer.Typer(
     name="harness",
@@ -23,13 +23,15 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: typer's rich help imports markdown-it and costs ~180 ms per start.
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
-profile_app = typer.Typer(help="List and show named profiles.", no_args_is_help=True)
-policy_app = typer.Typer(help="Ask the approval engine what it would decide.", no_args_is_help=True)
-audit_app = typer.Typer(help="Read and verify the hash-chained audit log.", no_args_is_help=True)
-seccomp_app = typer.Typer(help="Generate the OCI seccomp profiles.", no_args_is_help=True)
+config_app = typer.Typer(rich_markup_mode=None, help="Show the effective configuration.", no_args_is_help=True)
+profile_app = typer.Typer(rich_markup_mode=None, help="List and show named profiles.", no_args_is_help=True)
+policy_app = typer.Typer(rich_markup_mode=None, help="Ask the approval engine what it would decide.", no_args_is_help=True)
+audit_app = typer.Typer(rich_markup_mode=None, help="Read and verify the hash-chained audit log.", no_args_is_help=True)
+seccomp_app = typer.Typer(rich_markup_mode=None, help="Generate the OCI seccomp profiles.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(profile_app, name="profile")
 app.add_typer(policy_app, name="policy")

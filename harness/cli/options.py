@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from harness.config.resolve import CliOptions
+from harness.config.options import CliOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from harness.config.options import CliOptions
 from harness.config.profiles import DEFAULTS_TOML, find_profile
 from harness.config.schema import ConfigFile, parse_config, parse_size
 from harness.config.trust import is_trusted
@@ -30,23 +31,6 @@ from harness.policy.modes import (
 )
 from harness.policy.plan import Limits
 from harness.policy.rules import FilesystemRule, NetworkRule, Origin, PrefixRule
-
-
-@dataclass(frozen=True)
-class CliOptions:
-    """The options `run`, `up`, `config show` and `policy check` share."""
-
-    profile: str | None = None
-    approval: str | None = None
-    sandbox: str | None = None
-    full_auto: bool = False
-    yolo: bool = False
-    backend: str | None = None
-    image: str | None = None
-    workspace: Path | None = None
-    network: str | None = None
-    allow_domains: tuple[str, ...] = ()
-    deny_domains: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.config.resolve import CliOptions, Settings, resolve
+from harness.config.options import CliOptions
+from harness.config.resolve import Settings, resolve
 from harness.config.trust import set_trusted
 from harness.errors import ConfigError, ManagedConstraintError, UnknownProfileError, UsageError
 from harness.paths import Locations
@@ -64,7 +65,10 @@ def test_precedence_with_one_setting_in_all_six_layers(workspace: Path) -> None:
     write(loc.system_config, '[sandbox]\nimage = "system-image"\n')
     write(loc.user_config, '[sandbox]\nimage = "user-image"\n')
     write(Locations.project_config(workspace), '[sandbox]\nimage = "project-image"\n')
-    write(loc.config_home / "harness" / "profiles" / "mine.toml", '[sandbox]\nimage = "profile-image"\n')
+    write(
+        loc.config_home / "harness" / "profiles" / "mine.toml",
+        '[sandbox]\nimage = "profile-image"\n',
+    )
     set_trusted(workspace, loc.trust_file)
 
     expected = [
@@ -77,9 +81,15 @@ def test_precedence_with_one_setting_in_all_six_layers(workspace: Path) -> None:
         assert (settings.image, settings.sources["sandbox.image"]) == (value, layer)
 
     Locations.project_config(workspace).unlink()
-    assert (settle(workspace).image, settle(workspace).sources["sandbox.image"]) == ("user-image", "user")
+    assert (settle(workspace).image, settle(workspace).sources["sandbox.image"]) == (
+        "user-image",
+        "user",
+    )
     loc.user_config.unlink()
-    assert (settle(workspace).image, settle(workspace).sources["sandbox.image"]) == ("system-image", "system")
+    assert (settle(workspace).image, settle(workspace).sources["sandbox.image"]) == (
+        "system-image",
+        "system",
+    )
     loc.system_config.unlink()
     settings = settle(workspace)
     assert settings.image == "localhost/harness-session:latest"
@@ -145,7 +155,10 @@ def test_unknown_profile_lists_known_ones(workspace: Path) -> None:
 
 
 def test_user_profile_file(workspace: Path) -> None:
-    write(locations().config_home / "harness" / "profiles" / "team.toml", '[approval]\npolicy = "never"\n')
+    write(
+        locations().config_home / "harness" / "profiles" / "team.toml",
+        '[approval]\npolicy = "never"\n',
+    )
     settings = settle(workspace, profile="team")
     assert settings.approval_policy is ApprovalPolicy.NEVER
     assert settings.sources["approval.policy"] == "profile:team"
@@ -261,10 +274,15 @@ def test_extra_managed_file_only_adds_constraints(
     workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     managed('[admin]\nmin_sandbox = "workspace-write"\n')
-    extra = write(tmp_path / "extra.toml", '[admin]\nmin_sandbox = "danger-full-access"\ndisallow_policies = ["never"]\n')
+    extra = write(
+        tmp_path / "extra.toml",
+        '[admin]\nmin_sandbox = "danger-full-access"\ndisallow_policies = ["never"]\n',
+    )
     monkeypatch.setenv("HARNESS_MANAGED_CONFIG", str(extra))
     with pytest.raises(ManagedConstraintError, match="min_sandbox"):
-        settle(workspace, sandbox="danger-full-access")  # the weaker extra file cannot lower the floor
+        settle(
+            workspace, sandbox="danger-full-access"
+        )  # the weaker extra file cannot lower the floor
     with pytest.raises(ManagedConstraintError, match=str(extra)):
         settle(workspace, approval="never")  # but it can add a constraint
     stricter = write(tmp_path / "stricter.toml", '[admin]\nmin_sandbox = "read-only"\n')
@@ -296,7 +314,7 @@ def test_user_rule_allowing_what_admin_forbids_is_refused(workspace: Path) -> No
 
 def test_user_network_allow_of_managed_deny_is_refused(workspace: Path) -> None:
     managed('[[network]]\ndomain = "pastebin.com"\nallow = false\n')
-    with pytest.raises(ManagedConstraintError, match="pastebin.com"):
+    with pytest.raises(ManagedConstraintError, match=r"pastebin\.com"):
         settle(workspace, allow_domains=("pastebin.com",))
 
 
@@ -314,7 +332,7 @@ def test_managed_audit_cannot_be_turned_off(workspace: Path, tmp_path: Path) -> 
 
 def test_admin_section_outside_managed_file_is_an_error(workspace: Path) -> None:
     write(locations().user_config, '[admin]\nmin_sandbox = "read-only"\n')
-    with pytest.raises(ConfigError, match="managed.toml"):
+    with pytest.raises(ConfigError, match=r"managed\.toml"):
         settle(workspace)
 
 
@@ -366,7 +384,9 @@ def test_secret_names_never_pass(workspace: Path) -> None:
         settle(workspace)
     write(locations().user_config, '[env]\npass = ["GIT_AUTHOR_NAME"]\nset = { EDITOR = "vi" }\n')
     settings = settle(workspace)
-    built = settings.env.build({"GIT_AUTHOR_NAME": "a", "GITHUB_TOKEN": "t", "HOME": "/root", "TERM": "xterm"})
+    built = settings.env.build(
+        {"GIT_AUTHOR_NAME": "a", "GITHUB_TOKEN": "t", "HOME": "/root", "TERM": "xterm"}
+    )
     assert built == {"GIT_AUTHOR_NAME": "a", "TERM": "xterm", "EDITOR": "vi"}
 
 
@@ -382,7 +402,21 @@ def test_network_mode_derivation(workspace: Path) -> None:
 def test_effective_json_uses_dotted_keys_and_layers(workspace: Path) -> None:
     settings = settle(workspace, profile="auto")
     effective = settings.effective()
-    for key in ("approval.policy", "sandbox.mode", "features.smart_approvals", "limits.pids", "audit.path"):
+    for key in (
+        "approval.policy",
+        "sandbox.mode",
+        "features.smart_approvals",
+        "limits.pids",
+        "audit.path",
+    ):
         assert key in effective
-        assert settings.sources[key] in {"default", "system", "user", "project", "profile:auto", "cli", "managed"}
+        assert settings.sources[key] in {
+            "default",
+            "system",
+            "user",
+            "project",
+            "profile:auto",
+            "cli",
+            "managed",
+        }
     assert settings.sources["approval.policy"] == "profile:auto"
