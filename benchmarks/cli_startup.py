@@ -34,7 +34,7 @@ def main() -> int:
         "python -c pass": [sys.executable, "-c", "pass"],
     }
     samples: dict[str, list[float]] = {name: [] for name in cases}
-    for name, argv in cases.items():
+    for argv in cases.values():
         timed(argv)  # warm the page cache
     for _ in range(args.runs):
         for name, argv in cases.items():
@@ -42,7 +42,9 @@ def main() -> int:
     baseline = statistics.median(samples["python -c pass"])
     for name, values in samples.items():
         median = statistics.median(values)
-        print(f"{name:<24} median {median * 1000:7.1f} ms  p90 {sorted(values)[int(len(values) * 0.9)] * 1000:7.1f} ms  ({median / baseline:.1f}x bare python)")
+        print(
+            f"{name:<24} median {median * 1000:7.1f} ms  p90 {sorted(values)[int(len(values) * 0.9)] * 1000:7.1f} ms  ({median / baseline:.1f}x bare python)"
+        )
     help_median = statistics.median(samples["harness --help"])
     verdict = "meets" if help_median < 0.3 else "MISSES"
     print(f"harness --help median {help_median:.3f} s {verdict} the 0.3 s target")

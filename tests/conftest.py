@@ -12,7 +12,9 @@ import harness.paths
 
 
 @pytest.fixture(autouse=True)
-def isolation(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def isolation(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
     """A private HOME, XDG dirs and /etc/harness for each test."""
     root = tmp_path_factory.mktemp("isolated")
     home = root / "home"

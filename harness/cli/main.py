@@ -27,16 +27,19 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-config_app = typer.Typer(rich_markup_mode=None, help="Show the effective configuration.", no_args_is_help=True)
-profile_app = typer.Typer(rich_markup_mode=None, help="List and show named profiles.", no_args_is_help=True)
-policy_app = typer.Typer(rich_markup_mode=None, help="Ask the approval engine what it would decide.", no_args_is_help=True)
-audit_app = typer.Typer(rich_markup_mode=None, help="Read and verify the hash-chained audit log.", no_args_is_help=True)
-seccomp_app = typer.Typer(rich_markup_mode=None, help="Generate the OCI seccomp profiles.", no_args_is_help=True)
-app.add_typer(config_app, name="config")
-app.add_typer(profile_app, name="profile")
-app.add_typer(policy_app, name="policy")
-app.add_typer(audit_app, name="audit")
-app.add_typer(seccomp_app, name="seccomp")
+
+
+def _group(name: str, help_text: str) -> typer.Typer:
+    group = typer.Typer(rich_markup_mode=None, help=help_text, no_args_is_help=True)
+    app.add_typer(group, name=name)
+    return group
+
+
+config_app = _group("config", "Show the effective configuration.")
+profile_app = _group("profile", "List and show named profiles.")
+policy_app = _group("policy", "Ask the approval engine what it would decide.")
+audit_app = _group("audit", "Read and verify the hash-chained audit log.")
+seccomp_app = _group("seccomp", "Generate the OCI seccomp profiles.")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 

@@ -133,7 +133,14 @@ def test_command_v_is_a_lookup_not_an_execution() -> None:
 
 @pytest.mark.parametrize(
     ("path", "normal"),
-    [("//", "/"), ("/./", "/"), ("/tmp/..", "/"), ("/a//b/", "/a/b"), ("/..", "/"), ("a/../b", "b")],
+    [
+        ("//", "/"),
+        ("/./", "/"),
+        ("/tmp/..", "/"),
+        ("/a//b/", "/a/b"),
+        ("/..", "/"),
+        ("a/../b", "b"),
+    ],
 )
 def test_normalize_path(path: str, normal: str) -> None:
     assert normalize_path(path) == normal
@@ -154,8 +161,43 @@ def test_parser_never_crashes_on_any_text(source: str) -> None:
 
 SHELLISH = st.lists(
     st.sampled_from(
-        ["rm", "-rf", "/", "'", '"', "$(", ")", "`", "|", "&&", ";", "\n", "<<", "EOF", "{", "}", ",", "\\",
-         "$X", "*", "sudo", "sh", "-c", "xargs", "(", ">", "&", "!", "[[", "]]", "if", "then", "fi", "=", "${"]
+        [
+            "rm",
+            "-rf",
+            "/",
+            "'",
+            '"',
+            "$(",
+            ")",
+            "`",
+            "|",
+            "&&",
+            ";",
+            "\n",
+            "<<",
+            "EOF",
+            "{",
+            "}",
+            ",",
+            "\\",
+            "$X",
+            "*",
+            "sudo",
+            "sh",
+            "-c",
+            "xargs",
+            "(",
+            ">",
+            "&",
+            "!",
+            "[[",
+            "]]",
+            "if",
+            "then",
+            "fi",
+            "=",
+            "${",
+        ]
     ),
     max_size=40,
 ).map(" ".join)
