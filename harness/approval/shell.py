@@ -75,10 +75,16 @@ class Redirect:
 
     @property
     def harmless(self) -> bool:
-        """Redirections that touch no file: fd duplication and /dev/null."""
+        """Redirections that write nothing and open no socket: fd duplication,
+        /dev/null, and reading a named file (`< f` is `cat f`)."""
         if self.is_fd_duplication or self.operator == ">&-":
             return True
-        return self.target.is_literal and self.target.value == "/dev/null"
+        if not self.target.is_literal:
+            return False
+        if self.target.value == "/dev/null":
+            return True
+        # bash opens a socket for /dev/tcp/HOST/PORT and /dev/udp/HOST/PORT
+        return self.operator == "<" and not self.target.value.startswith(("/dev/tcp/", "/dev/udp/"))
 
 
 @dataclass(frozen=True)
@@ -495,6 +501,12 @@ class _Walker:
         kind = node.type
         raw = _text(node, data)
         if kind in ("word", "number"):
+            if not quoted and _has_unescaped_metacharacter(raw):
+                # bash would have split here; tree-sitter did not (`ls\n\\rm x` is read
+                # as one command). The parse cannot be trusted: assume anything runs.
+                self.reason("could not be parsed")
+                subs.append(_unknown_command("could not be parsed", raw))
+                return raw, WordKind.SPLAT
             if not quoted and _BRACE_EXPANSION.search(raw):
                 return raw, WordKind.SPLAT
             if not quoted and _GLOB_CHARS.search(raw):
@@ -1139,6 +1151,22 @@ def _cd_target(command: SimpleCommand, cwd: str | None) -> str | None:
     if cwd is None:
         return None
     return normalize_path(posixpath.join(cwd, target.value))
+
+
+_METACHARACTERS = frozenset("\n;&|()<> \t")
+
+
+def _has_unescaped_metacharacter(raw: str) -> bool:
+    """True when an unquoted word holds a character bash would have split it at."""
+    escaped = False
+    for char in raw:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char in _METACHARACTERS:
+            return True
+    return False
 
 
 def normalize_path(path: str) -> str:
