@@ -12,7 +12,14 @@ import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from harness.approval.guardian import Risk, RiskAssessment, assess, combine, review_external
+from harness.approval.guardian import (
+    Risk,
+    RiskAssessment,
+    assess,
+    combine,
+    review_external,
+    review_request,
+)
 from harness.approval.known_safe import is_known_safe
 from harness.approval.rules import Match, allowing_rule, strictest_hit
 from harness.approval.shell import ParsedCommand, SimpleCommand, parse_argv, parse_shell
@@ -256,15 +263,14 @@ def _guardian(
     if consult_reviewer and context.reviewer:
         review = review_external(
             context.reviewer,
-            {
-                "command": request.parsed.source,
-                "commands": [c.display() for c in request.parsed.commands],
-                "cwd": request.cwd,
-                "workspace": context.workspace,
-                "escalate": request.wants_escalation,
-                "justification": request.justification,
-                "scorer": risk.to_json(),
-            },
+            review_request(
+                request.parsed,
+                cwd=request.cwd,
+                workspace=context.workspace,
+                escalate=request.wants_escalation,
+                justification=request.justification,
+                scorer=risk,
+            ),
             timeout=context.reviewer_timeout,
         )
         risk = combine(risk, review)

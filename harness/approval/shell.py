@@ -133,7 +133,8 @@ class SimpleCommand:
 
     @property
     def privileged(self) -> bool:
-        return any(w in PRIVILEGE_WRAPPERS for w in self.wrappers)
+        # wrappers are labels such as "sudo" or "su -c": the program is the first word
+        return any(w.split(" ", 1)[0] in PRIVILEGE_WRAPPERS for w in self.wrappers)
 
     def display(self) -> str:
         """A readable one-line form for messages and the audit log."""
