@@ -31,6 +31,7 @@ class Locations:
     state_home: Path
     system_dir: Path = SYSTEM_DIR
     extra_managed: Path | None = None
+    runtime_home: Path | None = None
 
     @classmethod
     def from_environment(cls, environ: dict[str, str] | None = None) -> Locations:
@@ -43,7 +44,8 @@ class Locations:
             Path(env["XDG_STATE_HOME"]) if env.get("XDG_STATE_HOME") else home / ".local" / "state"
         )
         extra = env.get(MANAGED_ENV)
-        return cls(config_home, state_home, SYSTEM_DIR, Path(extra) if extra else None)
+        runtime = Path(env["XDG_RUNTIME_DIR"]) if env.get("XDG_RUNTIME_DIR") else None
+        return cls(config_home, state_home, SYSTEM_DIR, Path(extra) if extra else None, runtime)
 
     @property
     def system_config(self) -> Path:
@@ -69,6 +71,37 @@ class Locations:
     def trust_file(self) -> Path:
         return self.state_dir / "trusted.json"
 
+    @property
+    def sessions_dir(self) -> Path:
+        return self.state_dir / "sessions"
+
+    @property
+    def runtime_dir(self) -> Path:
+        """Sockets live here: short paths (unix sockets allow 107 bytes), private to the user."""
+        if self.runtime_home is not None:
+            return self.runtime_home / "harness"
+        return Path(f"/tmp/harness-{os.getuid()}")  # noqa: S108 - checked by ensure_private_dir
+
     @staticmethod
     def project_config(workspace: Path) -> Path:
         return workspace / ".harness" / "config.toml"
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create `path` (0700) or check that an existing one is ours and private.
+
+    A directory in /tmp that another user made first would let them swap our
+    sockets; refuse it rather than use it.
+    """
+    from harness.errors import HarnessError
+
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = path.lstat()
+    import stat
+
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise HarnessError(
+            f"{path} is not a private directory owned by you (uid {os.getuid()}); "
+            "remove it, or set XDG_RUNTIME_DIR to a private directory."
+        )
+    return path

@@ -285,6 +285,217 @@ def audit_verify(paths: AuditPath = None, as_json: JsonFlag = False) -> None:
         raise typer.Exit(1)
 
 
+# -- sessions ------------------------------------------------------------------------
+
+CommandArg = Annotated[
+    list[str] | None, typer.Argument(help="The command, after `--`.", show_default=False)
+]
+
+
+def _progress(line: str) -> None:
+    sys.stderr.write(f"harness: {line.rstrip()}\n")
+    sys.stderr.flush()
+
+
+def _sessions() -> Any:
+    from harness.cli.console import terminal_asker
+    from harness.session import Sessions
+
+    asker = terminal_asker()
+    return Sessions(
+        _locations(),
+        asker=asker,
+        progress=_progress,
+        no_human_reason="no terminal to ask" if asker is None else "nobody answering",
+    )
+
+
+def _tty() -> bool:
+    from harness.cli.console import has_terminal
+
+    return has_terminal()
+
+
+@app.command("run", context_settings={"allow_interspersed_args": False})
+@sandbox_options
+def run(options: CliOptions, command: CommandArg = None) -> None:
+    """One-shot: up, run CMD through approval, down. The exit code is CMD's."""
+    if not command:
+        from harness.errors import UsageError
+
+        raise UsageError("give the command after `--`, e.g. `harness run -- make test`.")
+    from harness.config.resolve import resolve
+
+    settings = resolve(options, _locations())
+    _notices(settings.notices)
+    tty = _tty()
+    code = _sessions().run(settings, command, tty=tty, stdin=True)
+    raise typer.Exit(code)
+
+
+@app.command("up", context_settings={"allow_interspersed_args": False})
+@sandbox_options
+def up(
+    options: CliOptions,
+    command: CommandArg = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Start the session and return its id.")
+    ] = False,
+) -> None:
+    """Start a session: an interactive shell, or CMD (an agent); -d leaves it running."""
+    from harness.config.resolve import resolve
+
+    settings = resolve(options, _locations())
+    _notices(settings.notices)
+    tty = _tty()
+    if not detach and not command and not tty:
+        from harness.errors import UsageError
+
+        raise UsageError(
+            "an interactive shell needs a terminal; give a command after `--` or use -d."
+        )
+
+    def ready(record: Any) -> None:
+        if detach:
+            sys.stdout.write(record.session_id + "\n")
+        else:
+            _progress(
+                f"session {record.session_id} ({record.backend}, {record.mode}, {record.policy})"
+            )
+
+    code = _sessions().up(settings, command, detach=detach, tty=tty, stdin=True, on_ready=ready)
+    raise typer.Exit(code)
+
+
+@app.command("exec", context_settings={"allow_interspersed_args": False})
+def exec_(
+    command: CommandArg = None,
+    session: Annotated[
+        str | None, typer.Option("--session", help="Session id (default: the one running here).")
+    ] = None,
+    escalate: Annotated[
+        bool, typer.Option("--escalate", help="Ask to run outside the session's sandbox.")
+    ] = False,
+    justification: Annotated[
+        str | None, typer.Option("--justification", help="Why the escalation is needed.")
+    ] = None,
+) -> None:
+    """Run CMD in a running session, through its approval policy."""
+    from harness.errors import UsageError
+
+    if not command:
+        raise UsageError("give the command after `--`, e.g. `harness exec -- ls`.")
+    if justification and not escalate:
+        raise UsageError("--justification goes with --escalate.")
+    settings = None
+    audit_paths: list[Path] = []
+    cwd = Path.cwd()
+    if escalate:
+        from harness.config.resolve import resolve
+
+        settings = resolve(CliOptions(), _locations())
+        audit_paths = list(settings.audit_paths)
+    else:
+        audit_paths = _exec_audit_paths()
+    code = _sessions().exec(
+        session,
+        command,
+        tty=_tty(),
+        stdin=True,
+        cwd=cwd,
+        escalate=escalate,
+        justification=justification,
+        audit_paths=audit_paths,
+        settings_for_escalation=settings,
+    )
+    raise typer.Exit(code)
+
+
+def _exec_audit_paths() -> list[Path]:
+    from harness.config.resolve import resolve
+
+    try:
+        return list(resolve(CliOptions(), _locations()).audit_paths)
+    except Exception:  # the session's own policy still applies; the log is best effort here
+        return [_locations().default_audit_log]
+
+
+@app.command("down")
+def down(
+    session: Annotated[str | None, typer.Argument(help="Session id.")] = None,
+    everything: Annotated[bool, typer.Option("--all", help="Every session.")] = False,
+) -> None:
+    """Stop and remove a session (or all)."""
+    for removed in _sessions().down(session, everything=everything):
+        sys.stdout.write(f"removed {removed}\n")
+
+
+@app.command("ls")
+def ls(as_json: JsonFlag = False) -> None:
+    """List sessions: id, backend, state, owner, workspace."""
+    rows = []
+    for record, info in _sessions().list_sessions():
+        rows.append(
+            {
+                "session": (
+                    record.session_id
+                    if record
+                    else (info.labels.get("harness.session") if info else "?")
+                ),
+                "backend": record.backend if record else (info.backend if info else "?"),
+                "state": info.state if info else "gone",
+                "owner": (
+                    "detached"
+                    if record and record.owner == "detached"
+                    else ("alive" if record and record.owner_alive() else "dead")
+                ),
+                "mode": record.mode
+                if record
+                else (info.labels.get("harness.mode") if info else "?"),
+                "workspace": record.workspace
+                if record
+                else (info.labels.get("harness.workspace") if info else "?"),
+                "created": record.created if record else (info.created if info else ""),
+            }
+        )
+    if as_json:
+        _emit_json(rows)
+        return
+    for row in rows:
+        sys.stdout.write(
+            "  ".join(
+                str(row[k]) for k in ("session", "backend", "state", "owner", "mode", "workspace")
+            )
+            + "\n"
+        )
+
+
+@app.command("prune")
+def prune() -> None:
+    """Remove sessions whose harness process died, and stale records."""
+    for removed in _sessions().prune():
+        sys.stdout.write(f"removed {removed}\n")
+
+
+image_app = _group("image", "Build the session image.")
+
+
+@image_app.command("build")
+def image_build(
+    backend: Annotated[str, typer.Option("--backend", help="docker | podman | auto.")] = "auto",
+    image: Annotated[str | None, typer.Option("--image", help="Reference to build.")] = None,
+) -> None:
+    """Build the default session image (offline with debootstrap when no registry answers)."""
+    from harness.backends.registry import choose_backend
+    from harness.images import DEFAULT_IMAGE, build_session_image
+
+    chosen = choose_backend(backend, _locations())
+    reference = build_session_image(
+        chosen.backend.name, image or DEFAULT_IMAGE, progress=_progress, locations=_locations()
+    )
+    sys.stdout.write(reference + "\n")
+
+
 # -- seccomp -------------------------------------------------------------------------
 
 

@@ -1,0 +1,28 @@
+"""Retries for engine calls: bounded, with backoff, and only for transient failures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+from harness.backends.engine_api import EngineAPIError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _is_transient(error: BaseException) -> bool:
+    return isinstance(error, EngineAPIError) and error.transient
+
+
+def transient_retry(func: Callable[P, R]) -> Callable[P, R]:
+    """Up to 4 attempts, 0.1 s → 0.8 s apart, when the engine answers 5xx; anything else fails at once."""
+    from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+
+    decorated: Callable[P, R] = retry(
+        retry=retry_if_exception(_is_transient),
+        stop=stop_after_attempt(4),
+        wait=wait_exponential(multiplier=0.1, max=0.8),
+        reraise=True,
+    )(func)
+    return decorated

@@ -1,0 +1,818 @@
+"""Sessions: configuration → plan → approval → backend → audit, and their lifecycle.
+
+One disposable sandbox per session, labelled `harness.session=<id>` and
+`harness.owner=<user>`, recorded in `$XDG_STATE_HOME/harness/sessions/`.
+It is removed when harness ends (normally, on ^C, on SIGTERM); when harness
+dies instead, the owner process recorded in the labels is gone and the next
+`harness prune` (or `harness up`) removes what is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import resource
+import secrets
+import signal
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from harness.approval.broker import ApprovalBroker, Asker, Outcome
+from harness.approval.engine import ApprovalRequest, PolicyContext
+from harness.audit import MultiAuditLog
+from harness.backends.base import (
+    LABEL_MODE,
+    LABEL_OWNER,
+    LABEL_OWNER_PROCESS,
+    LABEL_ROLE,
+    LABEL_SESSION,
+    LABEL_WORKSPACE,
+    Backend,
+    ExecSpec,
+    Handle,
+    SandboxInfo,
+    SessionSpec,
+)
+from harness.backends.mounts import PreparedMounts, prepare_mounts, remove_created_mount_points
+from harness.config.resolve import Settings
+from harness.errors import HarnessError, PolicyDenied
+from harness.paths import Locations
+from harness.policy.modes import ApprovalPolicy, NetworkMode, RuleAction, SandboxMode
+from harness.policy.plan import GUEST_HOME, Permissions, SandboxPlan, build_plan
+from harness.policy.rules import Origin, PrefixRule
+from harness.procs import ProcessId
+
+Progress = Callable[[str], None]
+DETACHED = "detached"
+
+
+class SessionError(HarnessError):
+    """A session cannot be found, started or reached."""
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived; unwinds like ^C so that cleanup runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """What `exec`, `ls`, `down` and `prune` need to know about a live session."""
+
+    session_id: str
+    backend: str
+    container_id: str
+    image: str
+    workspace: str
+    mode: str
+    policy: str
+    created: str
+    owner: str  # "pid:start_time" of the harness process that owns it, or "detached"
+    user: tuple[int, int]
+    workdir: str
+    env: dict[str, str]
+    context: dict[str, Any]
+    created_on_host: tuple[str, ...] = ()
+
+    def owner_alive(self) -> bool:
+        if self.owner == DETACHED:
+            return True
+        process = ProcessId.from_label(self.owner)
+        return process is not None and process.alive()
+
+    def policy_context(self) -> PolicyContext:
+        return context_from_json(self.context)
+
+    def handle(self) -> Handle:
+        return Handle(self.backend, self.container_id, self.session_id)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["user"] = list(self.user)
+        data["created_on_host"] = list(self.created_on_host)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SessionRecord:
+        values = dict(data)
+        values["user"] = tuple(values["user"])
+        values["created_on_host"] = tuple(values.get("created_on_host", ()))
+        return cls(**values)
+
+
+# -- policy context, stored with the session --------------------------------------------
+
+
+def policy_context(settings: Settings) -> PolicyContext:
+    return PolicyContext(
+        policy=settings.approval_policy,
+        mode=settings.sandbox_mode,
+        rules=settings.prefix_rules,
+        workspace=str(settings.workspace),
+        smart_approvals=settings.smart_approvals,
+        reviewer=settings.guardian_command,
+        reviewer_timeout=settings.guardian_timeout,
+    )
+
+
+def context_to_json(context: PolicyContext) -> dict[str, Any]:
+    return {
+        "policy": context.policy.value,
+        "mode": context.mode.value,
+        "rules": [
+            {
+                "pattern": r.pattern,
+                "action": r.action.value,
+                "layer": r.origin.layer,
+                "path": r.origin.path,
+                "justification": r.justification,
+            }
+            for r in context.rules
+        ],
+        "workspace": context.workspace,
+        "smart_approvals": context.smart_approvals,
+        "reviewer": list(context.reviewer) if context.reviewer else None,
+        "reviewer_timeout": context.reviewer_timeout,
+    }
+
+
+def context_from_json(data: Mapping[str, Any]) -> PolicyContext:
+    return PolicyContext(
+        policy=ApprovalPolicy.parse(data["policy"]),
+        mode=SandboxMode.parse(data["mode"]),
+        rules=tuple(
+            PrefixRule(
+                r["pattern"],
+                RuleAction.parse(r["action"]),
+                Origin(r["layer"], r.get("path")),
+                r.get("justification"),
+            )
+            for r in data["rules"]
+        ),
+        workspace=data["workspace"],
+        smart_approvals=bool(data["smart_approvals"]),
+        reviewer=tuple(data["reviewer"]) if data.get("reviewer") else None,
+        reviewer_timeout=float(data["reviewer_timeout"]),
+    )
+
+
+# -- building the sandbox ----------------------------------------------------------------
+
+
+def invoking_user() -> tuple[int, int]:
+    return os.getuid(), os.getgid()
+
+
+def owner_name() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
+def host_ulimits(
+    engine_limits: Mapping[str, int] | None = None,
+) -> tuple[tuple[str, int, int], ...]:
+    """Limits inside the sandbox, never above the hard limits of this process or of the engine.
+
+    The runtime inherits the engine's limits and may lack CAP_SYS_RESOURCE (as here), so
+    asking for more fails with "error setting rlimit: operation not permitted".
+    """
+    limits = []
+    for name, kind, ceiling in (
+        ("nofile", resource.RLIMIT_NOFILE, 65536),
+        ("nproc", resource.RLIMIT_NPROC, 1 << 20),
+    ):
+        _, hard = resource.getrlimit(kind)
+        value = ceiling if hard == resource.RLIM_INFINITY else min(hard, ceiling)
+        value = min(value, (engine_limits or {}).get(name, value))
+        limits.append((name, value, value))
+    return tuple(limits)
+
+
+def plan_for(
+    settings: Settings, mode: SandboxMode | None = None, network: NetworkMode | None = None
+) -> SandboxPlan:
+    chosen = mode or settings.sandbox_mode
+    net = network or settings.network_mode
+    permissions = Permissions(
+        filesystem=settings.filesystem,
+        network=net,
+        network_rules=settings.network_rules,
+        limits=settings.limits,
+        env=settings.env,
+        protected_paths=settings.protected_paths,
+        user=invoking_user(),
+    )
+    return build_plan(chosen, permissions, str(settings.workspace))
+
+
+def check_network_supported(plan: SandboxPlan) -> None:
+    """Until per-session network namespaces land, only `none` (and full for danger-full-access) exist."""
+    network = plan.network.mode
+    if network is NetworkMode.NONE:
+        return
+    if network is NetworkMode.FULL and plan.mode is SandboxMode.DANGER_FULL_ACCESS:
+        return
+    what = (
+        "[[network]] allow entries (network = allowlist)"
+        if network is NetworkMode.ALLOWLIST
+        else ("network = full / network_access = true outside danger-full-access")
+    )
+    raise SessionError(
+        f"{what} is not supported yet: per-session network namespaces and the egress proxy come with "
+        "the network work. harness never falls back to full network silently; use --network none, "
+        "or --sandbox danger-full-access for full network."
+    )
+
+
+def sandbox_env(
+    plan: SandboxPlan, session_id: str, *, tty: bool, host_env: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    base = {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": GUEST_HOME,
+        "LANG": "C.UTF-8",
+        "HARNESS_SESSION": session_id,
+        "HARNESS_SANDBOX_MODE": plan.mode.value,
+    }
+    env = plan.env.build(os.environ if host_env is None else host_env, base)
+    if tty:
+        env.setdefault("TERM", "xterm-256color")
+    else:
+        env.pop("TERM", None)
+    return env
+
+
+def session_labels(
+    session_id: str, plan: SandboxPlan, *, detached: bool, role: str = "session"
+) -> dict[str, str]:
+    return {
+        LABEL_SESSION: session_id,
+        LABEL_OWNER: owner_name(),
+        LABEL_OWNER_PROCESS: DETACHED if detached else ProcessId.current().label(),
+        LABEL_WORKSPACE: plan.workspace,
+        LABEL_MODE: plan.mode.value,
+        LABEL_ROLE: role,
+    }
+
+
+def new_session_id() -> str:
+    return secrets.token_hex(5)
+
+
+def session_spec(
+    settings: Settings,
+    plan: SandboxPlan,
+    session_id: str,
+    image: str,
+    *,
+    command: Sequence[str] | None,
+    tty: bool,
+    stdin: bool,
+    detached: bool = False,
+    role: str = "session",
+    mounts: PreparedMounts | None = None,
+    engine_limits: Mapping[str, int] | None = None,
+) -> SessionSpec:
+    from harness.policy.seccomp import render
+
+    return SessionSpec(
+        session_id=session_id,
+        image=image,
+        plan=plan,
+        env=sandbox_env(plan, session_id, tty=tty),
+        labels=session_labels(session_id, plan, detached=detached, role=role),
+        seccomp_json=render(plan.seccomp_profile),
+        mounts=mounts or prepare_mounts(plan),
+        ulimits=host_ulimits(engine_limits),
+        command=tuple(command) if command is not None else None,
+        tty=tty,
+        stdin=stdin,
+        hostname=f"harness-{session_id[:8]}",
+    )
+
+
+# -- the session store -------------------------------------------------------------------
+
+
+class SessionStore:
+    """Session records on disk: one JSON file per session."""
+
+    def __init__(self, locations: Locations) -> None:
+        self.directory = locations.sessions_dir
+
+    def path(self, session_id: str) -> Path:
+        return self.directory / f"{session_id}.json"
+
+    def save(self, record: SessionRecord) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        temporary = self.path(record.session_id).with_suffix(".tmp")
+        temporary.write_text(json.dumps(record.to_json(), indent=2) + "\n")
+        temporary.replace(self.path(record.session_id))
+
+    def remove(self, session_id: str) -> None:
+        self.path(session_id).unlink(missing_ok=True)
+
+    def load(self, session_id: str) -> SessionRecord | None:
+        try:
+            return SessionRecord.from_json(json.loads(self.path(session_id).read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def all(self) -> list[SessionRecord]:
+        if not self.directory.is_dir():
+            return []
+        records = [self.load(p.stem) for p in sorted(self.directory.glob("*.json"))]
+        return [r for r in records if r is not None]
+
+
+# -- signals -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def terminate_as_exception() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise `Terminated` in the main thread, so `finally` blocks clean up."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise Terminated(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# -- the orchestration -------------------------------------------------------------------
+
+
+@dataclass
+class Sessions:
+    """Everything a CLI command needs, with the human (asker) and progress injected."""
+
+    locations: Locations
+    asker: Asker | None = None
+    progress: Progress = field(default=lambda line: None)
+    no_human_reason: str = "no terminal to ask"
+
+    @property
+    def store(self) -> SessionStore:
+        return SessionStore(self.locations)
+
+    # -- helpers
+
+    def _backend(self, name: str) -> tuple[Backend, str]:
+        from harness.backends.registry import choose_backend
+
+        choice = choose_backend(name, self.locations)
+        return choice.backend, choice.reason
+
+    def _audit(self, settings_paths: Sequence[Path]) -> MultiAuditLog | None:
+        return MultiAuditLog(settings_paths) if settings_paths else None
+
+    def _image(self, backend: Backend, settings: Settings) -> str:
+        image = settings.image or "localhost/harness-session:latest"
+        if backend.image_exists(image):
+            return image
+        from harness.images import ensure_image
+
+        return ensure_image(backend.name, image, progress=self.progress, locations=self.locations)
+
+    def _approve(self, broker: ApprovalBroker, request: ApprovalRequest) -> Outcome:
+        outcome = broker.submit(request)
+        if not outcome.allowed:
+            raise PolicyDenied(
+                outcome.denial_message().removeprefix("harness: "),
+                reason=outcome.reason,
+                feedback=outcome.feedback,
+            )
+        return outcome
+
+    def _record(
+        self,
+        spec: SessionSpec,
+        handle: Handle,
+        settings: Settings,
+        context: PolicyContext,
+    ) -> SessionRecord:
+        return SessionRecord(
+            session_id=spec.session_id,
+            backend=handle.backend,
+            container_id=handle.container_id,
+            image=spec.image,
+            workspace=str(settings.workspace),
+            mode=spec.plan.mode.value,
+            policy=context.policy.value,
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            owner=spec.labels[LABEL_OWNER_PROCESS],
+            user=spec.plan.user,
+            workdir=spec.plan.workdir,
+            env=dict(spec.env),
+            context=context_to_json(context),
+            created_on_host=spec.mounts.created_on_host,
+        )
+
+    def _teardown(
+        self,
+        backend: Backend,
+        handle: Handle,
+        spec_mounts: PreparedMounts,
+        audit: MultiAuditLog | None,
+    ) -> None:
+        with contextlib.suppress(HarnessError):
+            backend.destroy(handle)
+        remove_created_mount_points(spec_mounts)
+        self.store.remove(handle.session_id)
+        if audit is not None:
+            with contextlib.suppress(HarnessError, OSError):
+                audit.append(
+                    "session.removed", session=handle.session_id, container=handle.container_id
+                )
+
+    # -- run
+
+    def run(self, settings: Settings, argv: Sequence[str], *, tty: bool, stdin: bool) -> int:
+        """One-shot: approve, create the sandbox with CMD as its main process, stream, remove."""
+        session_id = new_session_id()
+        context = policy_context(settings)
+        audit = self._audit(settings.audit_paths)
+        if audit is not None:
+            audit.append(
+                "config.resolved",
+                session=session_id,
+                effective=settings.effective(),
+                sources=dict(settings.sources),
+            )
+        broker = ApprovalBroker(
+            context,
+            session=session_id,
+            asker=self.asker,
+            audit=audit,
+            no_human_reason=self.no_human_reason,
+        )
+        request = ApprovalRequest.for_argv(argv, str(settings.workspace))
+        self._approve(broker, request)
+        plan = plan_for(settings)
+        check_network_supported(plan)
+        backend, _ = self._backend(settings.backend)
+        image = self._image(backend, settings)
+        spec = session_spec(
+            settings,
+            plan,
+            session_id,
+            image,
+            command=argv,
+            tty=tty,
+            stdin=stdin,
+            engine_limits=backend.hard_limits(),
+        )
+        return self._run_spec(backend, spec, settings, context, audit, command=argv)
+
+    def _run_spec(
+        self,
+        backend: Backend,
+        spec: SessionSpec,
+        settings: Settings,
+        context: PolicyContext,
+        audit: MultiAuditLog | None,
+        *,
+        command: Sequence[str],
+    ) -> int:
+        with terminate_as_exception():
+            handle = backend.create(spec)
+            try:
+                self.store.save(self._record(spec, handle, settings, context))
+                started = time.monotonic()
+                if audit is not None:
+                    audit.append(
+                        "command.started",
+                        session=spec.session_id,
+                        command=list(command),
+                        backend=backend.name,
+                    )
+                code = backend.attach(handle, spec)
+                if audit is not None:
+                    audit.append(
+                        "command.finished",
+                        session=spec.session_id,
+                        command=list(command),
+                        exit_code=code,
+                        duration_ms=round((time.monotonic() - started) * 1000, 1),
+                    )
+                return code
+            finally:
+                self._teardown(backend, handle, spec.mounts, audit)
+
+    # -- up
+
+    def up(
+        self,
+        settings: Settings,
+        command: Sequence[str] | None,
+        *,
+        detach: bool,
+        tty: bool,
+        stdin: bool,
+        on_ready: Callable[[SessionRecord], None] = lambda record: None,
+    ) -> int:
+        """Start a session; run CMD (or an interactive shell) in it, or leave it running with -d."""
+        if detach and command:
+            from harness.errors import UsageError
+
+            raise UsageError(
+                "`up -d` starts a session and returns; run commands in it with `harness exec`."
+            )
+        self.prune()
+        session_id = new_session_id()
+        context = policy_context(settings)
+        audit = self._audit(settings.audit_paths)
+        if audit is not None:
+            audit.append(
+                "config.resolved",
+                session=session_id,
+                effective=settings.effective(),
+                sources=dict(settings.sources),
+            )
+        broker = ApprovalBroker(
+            context,
+            session=session_id,
+            asker=self.asker,
+            audit=audit,
+            no_human_reason=self.no_human_reason,
+        )
+        argv = list(command) if command else ["bash", "-l"]
+        if not detach:
+            self._approve(broker, ApprovalRequest.for_argv(argv, str(settings.workspace)))
+        plan = plan_for(settings)
+        check_network_supported(plan)
+        backend, _ = self._backend(settings.backend)
+        image = self._image(backend, settings)
+        spec = session_spec(
+            settings, plan, session_id, image, command=None, tty=False, stdin=False, detached=detach
+        )
+        with terminate_as_exception():
+            handle = backend.create(spec)
+            record = self._record(spec, handle, settings, context)
+            try:
+                self.store.save(record)
+                if audit is not None:
+                    audit.append(
+                        "session.created",
+                        session=session_id,
+                        backend=backend.name,
+                        container=handle.container_id,
+                        detached=detach,
+                    )
+                on_ready(record)
+                if detach:
+                    return 0
+                return self._exec_in(backend, record, argv, tty=tty, stdin=stdin, audit=audit)
+            finally:
+                if not detach:
+                    self._teardown(backend, handle, spec.mounts, audit)
+
+    def _exec_in(
+        self,
+        backend: Backend,
+        record: SessionRecord,
+        argv: Sequence[str],
+        *,
+        tty: bool,
+        stdin: bool,
+        audit: MultiAuditLog | None,
+        workdir: str | None = None,
+    ) -> int:
+        env = dict(record.env)
+        if tty:
+            env.setdefault("TERM", os.environ.get("TERM", "xterm-256color"))
+        spec = ExecSpec(
+            tuple(argv), workdir or record.workdir, record.user, env, tty=tty, stdin=stdin
+        )
+        started = time.monotonic()
+        if audit is not None:
+            audit.append(
+                "command.started",
+                session=record.session_id,
+                command=list(argv),
+                backend=record.backend,
+            )
+        code = backend.exec(record.handle(), spec)
+        if audit is not None:
+            audit.append(
+                "command.finished",
+                session=record.session_id,
+                command=list(argv),
+                exit_code=code,
+                duration_ms=round((time.monotonic() - started) * 1000, 1),
+            )
+        return code
+
+    # -- exec
+
+    def find(self, session_id: str | None, workspace: Path | None = None) -> SessionRecord:
+        records = [r for r in self.store.all() if r.owner_alive()]
+        if session_id is not None:
+            matches = [
+                r
+                for r in records
+                if r.session_id == session_id or r.session_id.startswith(session_id)
+            ]
+            if len(matches) == 1:
+                return matches[0]
+            if not matches:
+                raise SessionError(f"no running session {session_id!r}; `harness ls` lists them.")
+            raise SessionError(
+                f"{session_id!r} matches several sessions ({', '.join(r.session_id for r in matches)}); give more of the id."
+            )
+        if workspace is not None:
+            here = [r for r in records if r.workspace == str(workspace)]
+            if len(here) == 1:
+                return here[0]
+            records = here or records
+        if len(records) == 1:
+            return records[0]
+        if not records:
+            raise SessionError(
+                "no running session; start one with `harness up -d`, or pass --session ID."
+            )
+        raise SessionError(
+            f"several sessions are running ({', '.join(r.session_id for r in records)}); choose one with --session ID."
+        )
+
+    def exec(
+        self,
+        session_id: str | None,
+        argv: Sequence[str],
+        *,
+        tty: bool,
+        stdin: bool,
+        cwd: Path | None = None,
+        escalate: bool = False,
+        justification: str | None = None,
+        audit_paths: Sequence[Path] = (),
+        settings_for_escalation: Settings | None = None,
+    ) -> int:
+        """Run one command in a running session, through its approval policy."""
+        record = self.find(session_id, cwd)
+        audit = self._audit(audit_paths)
+        context = record.policy_context()
+        broker = ApprovalBroker(
+            context,
+            session=record.session_id,
+            asker=self.asker,
+            audit=audit,
+            no_human_reason=self.no_human_reason,
+        )
+        workdir = (
+            str(cwd)
+            if cwd is not None and str(cwd).startswith(record.workspace)
+            else record.workdir
+        )
+        request = ApprovalRequest.for_argv(
+            argv, workdir, escalate=escalate, justification=justification
+        )
+        self._approve(broker, request)
+        if escalate:
+            if settings_for_escalation is None:
+                raise SessionError(
+                    "an escalated command needs the session's configuration; run it from the workspace."
+                )
+            return self._run_escalated(
+                record, settings_for_escalation, argv, tty=tty, stdin=stdin, audit=audit
+            )
+        from harness.backends.registry import BACKENDS
+
+        backend = BACKENDS[record.backend](self.locations)
+        return self._exec_in(
+            backend, record, argv, tty=tty, stdin=stdin, audit=audit, workdir=workdir
+        )
+
+    def _run_escalated(
+        self,
+        record: SessionRecord,
+        settings: Settings,
+        argv: Sequence[str],
+        *,
+        tty: bool,
+        stdin: bool,
+        audit: MultiAuditLog | None,
+    ) -> int:
+        """An approved escalation runs in a sibling container with the full plan, sharing the workspace."""
+        from harness.backends.registry import BACKENDS
+
+        backend = BACKENDS[record.backend](self.locations)
+        plan = plan_for(settings, SandboxMode.DANGER_FULL_ACCESS, NetworkMode.FULL)
+        sibling = f"{record.session_id}-e{secrets.token_hex(2)}"
+        spec = session_spec(
+            settings,
+            plan,
+            sibling,
+            record.image,
+            command=argv,
+            tty=tty,
+            stdin=stdin,
+            role="escalation",
+        )
+        spec = replace(
+            spec,
+            labels={**spec.labels, LABEL_SESSION: record.session_id, "harness.sibling": sibling},
+        )
+        return self._run_spec(backend, spec, settings, record.policy_context(), audit, command=argv)
+
+    # -- down, ls, prune
+
+    def down(self, session_id: str | None, *, everything: bool = False) -> list[str]:
+        records = self.store.all()
+        if not everything:
+            if session_id is None:
+                raise SessionError("give a session id, or --all.")
+            records = [
+                r
+                for r in records
+                if r.session_id == session_id or r.session_id.startswith(session_id)
+            ]
+            if not records:
+                raise SessionError(f"no session {session_id!r}; `harness ls` lists them.")
+        removed = []
+        from harness.backends.registry import BACKENDS
+
+        for record in records:
+            backend = BACKENDS[record.backend](self.locations)
+            with contextlib.suppress(HarnessError):
+                for info in backend.list({LABEL_SESSION: record.session_id}):
+                    backend.destroy(Handle(backend.name, info.container_id, record.session_id))
+            remove_created_mount_points(PreparedMounts((), (), record.created_on_host))
+            self.store.remove(record.session_id)
+            removed.append(record.session_id)
+        if everything:
+            removed += self._sweep(lambda info: True)
+        return removed
+
+    def list_sessions(self) -> list[tuple[SessionRecord | None, SandboxInfo | None]]:
+        """Every session harness knows of, from its records and from the engines' labels."""
+        found: dict[str, tuple[SessionRecord | None, SandboxInfo | None]] = {
+            r.session_id: (r, None) for r in self.store.all()
+        }
+        for info in self._engine_sandboxes():
+            session_id = info.labels.get(LABEL_SESSION, "?")
+            record = found.get(session_id, (None, None))[0]
+            found[session_id] = (record, info)
+        return list(found.values())
+
+    def _engine_sandboxes(self) -> list[SandboxInfo]:
+        from harness.backends.registry import BACKENDS
+
+        found: list[SandboxInfo] = []
+        for factory in BACKENDS.values():
+            backend = factory(self.locations)
+            if backend.check() is not None:
+                continue
+            with contextlib.suppress(HarnessError):
+                found.extend(backend.list({LABEL_SESSION: ""}))
+        return found
+
+    def prune(self) -> list[str]:
+        """Remove sandboxes whose harness process died, and records of sandboxes that are gone."""
+        removed = self._sweep(_orphaned)
+        live = {info.labels.get(LABEL_SESSION) for info in self._engine_sandboxes()}
+        for record in self.store.all():
+            if record.session_id not in live or not record.owner_alive():
+                remove_created_mount_points(PreparedMounts((), (), record.created_on_host))
+                self.store.remove(record.session_id)
+                if record.session_id not in removed:
+                    removed.append(record.session_id)
+        return removed
+
+    def _sweep(self, should_remove: Callable[[SandboxInfo], bool]) -> list[str]:
+        from harness.backends.registry import BACKENDS
+
+        removed: list[str] = []
+        for info in self._engine_sandboxes():
+            if not should_remove(info):
+                continue
+            backend = BACKENDS[info.backend](self.locations)
+            with contextlib.suppress(HarnessError):
+                backend.destroy(
+                    Handle(info.backend, info.container_id, info.labels.get(LABEL_SESSION, ""))
+                )
+                removed.append(info.labels.get(LABEL_SESSION, info.container_id[:12]))
+        return removed
+
+
+def _orphaned(info: SandboxInfo) -> bool:
+    owner = info.labels.get(LABEL_OWNER_PROCESS, "")
+    if owner == DETACHED:
+        return False
+    process = ProcessId.from_label(owner)
+    return process is None or not process.alive()
