@@ -76,7 +76,7 @@ def prepare_mounts(plan: SandboxPlan) -> PreparedMounts:
         relative = PurePosixPath(guest).relative_to(plan.workspace)
         host = workspace / relative
         _refuse_symlinks(workspace, relative)
-        if host.exists():
+        if _exists(host):
             binds.append(Bind(str(host), guest, True))
             continue
         if guest not in always:
@@ -104,6 +104,14 @@ def prepare_mounts(plan: SandboxPlan) -> PreparedMounts:
     return PreparedMounts(tuple(binds), tuple(masks), tuple(created))
 
 
+def _exists(path: Path) -> bool:
+    try:
+        path.lstat()
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return True
+
+
 def _inside(path: Path, root: Path) -> bool:
     try:
         path.relative_to(root)
@@ -118,7 +126,7 @@ def _refuse_symlinks(workspace: Path, relative: PurePosixPath) -> None:
         current = current / part
         try:
             info = current.lstat()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return
         if stat.S_ISLNK(info.st_mode):
             target = current.readlink()
