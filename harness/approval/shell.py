@@ -436,6 +436,11 @@ class _Walker:
         redirects: tuple[Redirect, ...],
         reasons_from_redirects: tuple[str, ...],
     ) -> Iterator[SimpleCommand]:
+        if _splits_across_lines(node, data):
+            # tree-sitter sometimes runs a command on past a newline (`ls | ls\nrm x` read as
+            # `ls` with arguments `rm x`); bash would start a new command there.
+            self.reason("could not be parsed")
+            yield _unknown_command("could not be parsed", _text(node, data))
         words: list[Word] = []
         assignments: list[tuple[str, str | None]] = []
         reasons: list[str] = list(reasons_from_redirects)
@@ -1152,6 +1157,16 @@ def _cd_target(command: SimpleCommand, cwd: str | None) -> str | None:
     if cwd is None:
         return None
     return normalize_path(posixpath.join(cwd, target.value))
+
+
+def _splits_across_lines(node: Any, data: bytes) -> bool:
+    """True when the gap between two parts of one simple command holds an unescaped newline."""
+    children = node.children
+    for left, right in zip(children, children[1:], strict=False):
+        gap = data[left.end_byte : right.start_byte]
+        if b"\n" in gap.replace(b"\\\n", b""):
+            return True
+    return False
 
 
 _METACHARACTERS = frozenset("\n;&|()<> \t")

@@ -8,6 +8,7 @@ after an idle timeout. `stop_recorded_service` stops it explicitly.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -90,7 +91,9 @@ def find_or_start(locations: Locations) -> PodmanService:
             "(or choose --backend docker)."
         )
     directory = ensure_private_dir(locations.runtime_dir)
-    socket_path = str(directory / "podman.sock")
+    # one service per state directory: two of them must not share (and clobber) a socket
+    tag = hashlib.sha256(str(locations.state_dir).encode()).hexdigest()[:10]
+    socket_path = str(directory / f"podman-{tag}.sock")
     if Path(socket_path).exists():
         Path(socket_path).unlink()
     log_path = locations.state_dir / "podman-service.log"

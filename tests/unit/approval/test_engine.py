@@ -411,7 +411,24 @@ def test_guardian_off_keeps_the_table() -> None:
 
 # -- property: no forbidden simple command in any list is ever allowed ---------------------
 
-SAFE_COMMANDS = ["ls", "echo hi", "git status", "make test", "cat f", "true", "pwd", "python -c 1"]
+SAFE_COMMANDS = [
+    "ls",
+    "echo hi",
+    "git status",
+    "make test",
+    "cat f",
+    "true",
+    "pwd",
+    "python -c 1",
+    'echo "a b"',
+    "ls -la /tmp",
+    "(cd sub)",
+    "{ ls; }",
+    "echo $(date)",
+    "x=1",
+    "ls > /dev/null",
+    "grep -r foo .",
+]
 FORBIDDEN_SPELLINGS = [
     "rm -rf /",
     "/bin/rm -fr /",
@@ -422,7 +439,7 @@ FORBIDDEN_SPELLINGS = [
     "\\rm -rf /.",
     "nice timeout 5 rm -rf /",
 ]
-SEPARATORS = [" && ", " || ", "; ", " | ", "\n", " & "]
+SEPARATORS = [" && ", " || ", "; ", " | ", "\n", " & ", " |& ", ";\n", " &&\n", "\n\n", " ;"]
 
 
 @st.composite
