@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import itertools
 import posixpath
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -1162,7 +1163,7 @@ def _cd_target(command: SimpleCommand, cwd: str | None) -> str | None:
 def _splits_across_lines(node: Any, data: bytes) -> bool:
     """True when the gap between two parts of one simple command holds an unescaped newline."""
     children = node.children
-    for left, right in zip(children, children[1:], strict=False):
+    for left, right in itertools.pairwise(children):
         gap = data[left.end_byte : right.start_byte]
         if b"\n" in gap.replace(b"\\\n", b""):
             return True
