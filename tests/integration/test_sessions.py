@@ -1,0 +1,211 @@
+"""Sessions on the real engines: exit codes, streams, cleanup, approval, crash recovery."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+HARNESS = str(Path(sys.executable).with_name("harness"))
+
+
+def test_run_passes_exit_code_and_streams(
+    engine: str, harness_cli, containers, workspace: Path
+) -> None:
+    result = harness_cli(
+        "run",
+        "--backend",
+        engine,
+        "-a",
+        "never",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 7",
+    )
+    assert result.returncode == 7, result.stderr
+    assert result.stdout == "out\n"
+    assert "err\n" in result.stderr
+    assert containers(engine) == []
+
+
+def test_run_passes_stdin_through(engine: str, harness_cli, workspace: Path) -> None:
+    result = harness_cli(
+        "run", "--backend", engine, "-a", "never", "--", "sh", "-c", "tr a-z A-Z", stdin="hello\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "HELLO\n"
+
+
+def test_files_written_in_the_workspace_belong_to_the_invoking_user(
+    engine: str, harness_cli, workspace: Path
+) -> None:
+    result = harness_cli(
+        "run", "--backend", engine, "-a", "never", "--", "sh", "-c", "echo x > made-inside"
+    )
+    assert result.returncode == 0, result.stderr
+    info = (workspace / "made-inside").stat()
+    assert (info.st_uid, info.st_gid) == (os.getuid(), os.getgid())
+
+
+def test_needing_a_human_without_a_terminal_is_denied_126(
+    engine: str, harness_cli, containers, workspace: Path
+) -> None:
+    result = harness_cli("run", "--backend", engine, "-a", "untrusted", "--", "touch", "x")
+    assert result.returncode == 126
+    assert "no terminal" in result.stderr
+    assert not (workspace / "x").exists()
+    known_safe = harness_cli("run", "--backend", engine, "-a", "untrusted", "--", "ls", "probe.py")
+    assert known_safe.returncode == 0, known_safe.stderr
+    assert known_safe.stdout == "probe.py\n"
+    assert containers(engine) == []
+
+
+def test_forbidden_rule_is_refused_before_anything_starts(
+    engine: str,
+    harness_cli,
+    harness_env: dict[str, str],
+    containers,
+    workspace: Path,
+    tmp_path: Path,
+) -> None:
+    managed = tmp_path / "managed.toml"
+    managed.write_text('[[prefix_rules]]\npattern = "git push --force"\naction = "forbidden"\n')
+    env = {**harness_env, "HARNESS_MANAGED_CONFIG": str(managed)}
+    result = harness_cli(
+        "run",
+        "--backend",
+        engine,
+        "-a",
+        "never",
+        "--",
+        "sh",
+        "-c",
+        "git push -f origin main",
+        env=env,
+    )
+    assert result.returncode == 126
+    assert "forbidden" in result.stderr
+    assert str(managed) in result.stderr
+    assert containers(engine) == []
+
+
+def test_every_decision_and_result_is_audited(
+    engine: str, harness_cli, harness_env: dict[str, str], workspace: Path
+) -> None:
+    result = harness_cli("run", "--backend", engine, "-a", "never", "--", "sh", "-c", "exit 3")
+    assert result.returncode == 3
+    log = Path(harness_env["XDG_STATE_HOME"]) / "harness" / "audit.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    finished = [r for r in records if r["event"] == "command.finished"]
+    assert finished[-1]["exit_code"] == 3
+    assert finished[-1]["duration_ms"] > 0
+    decided = [r for r in records if r["event"] == "approval.decided"]
+    assert decided[-1]["decision"] == "allow"
+    assert decided[-1]["decider"] == "table"
+    verify = harness_cli("audit", "verify", "--path", str(log))
+    assert verify.returncode == 0, verify.stdout
+
+
+def test_up_detached_exec_ls_down(engine: str, harness_cli, containers, workspace: Path) -> None:
+    up = harness_cli("up", "-d", "--backend", engine, "--full-auto")
+    assert up.returncode == 0, up.stderr
+    session = up.stdout.strip().splitlines()[-1]
+    try:
+        assert len(containers(engine, session)) == 1
+        listed = json.loads(harness_cli("ls", "--json").stdout)
+        assert any(row["session"] == session and row["state"] == "running" for row in listed)
+        first = harness_cli(
+            "exec", "--session", session, "--", "sh", "-c", "echo kept > /tmp/state; pwd"
+        )
+        assert first.returncode == 0, first.stderr
+        assert first.stdout.strip() == str(workspace)
+        second = harness_cli("exec", "--session", session, "--", "cat", "/tmp/state")
+        assert second.stdout == "kept\n"  # the same sandbox: /tmp survives between commands
+        code = harness_cli("exec", "--session", session, "--", "sh", "-c", "exit 9")
+        assert code.returncode == 9
+        implicit = harness_cli("exec", "--", "true")  # the one session of this workspace
+        assert implicit.returncode == 0, implicit.stderr
+    finally:
+        down = harness_cli("down", session)
+    assert down.returncode == 0, down.stderr
+    assert containers(engine, session) == []
+    assert harness_cli("exec", "--session", session, "--", "true").returncode == 125
+
+
+def test_up_runs_a_command_and_removes_the_session(
+    engine: str, harness_cli, containers, workspace: Path
+) -> None:
+    result = harness_cli(
+        "up", "--backend", engine, "-a", "never", "--", "sh", "-c", "echo agent; exit 4"
+    )
+    assert result.returncode == 4, result.stderr
+    assert "agent" in result.stdout
+    assert containers(engine) == []
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigint"])
+def test_signals_remove_the_session(
+    engine: str, harness_env: dict[str, str], containers, workspace: Path, how: str
+) -> None:
+    process = subprocess.Popen(
+        [HARNESS, "run", "--backend", engine, "-a", "never", "--", "sleep", "120"],
+        cwd=workspace,
+        env=harness_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for(lambda: bool(containers(engine)))
+        process.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGINT)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode != 0
+    assert containers(engine) == []
+
+
+def test_kill_9_then_prune_leaves_nothing(
+    engine: str, harness_cli, harness_env: dict[str, str], containers, workspace: Path
+) -> None:
+    process = subprocess.Popen(
+        [HARNESS, "run", "--backend", engine, "-a", "never", "--", "sleep", "300"],
+        cwd=workspace,
+        env=harness_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_for(lambda: bool(containers(engine)))
+    session_containers = containers(engine)
+    process.kill()
+    process.wait()
+    assert containers(engine) == session_containers  # nothing cleaned up by itself: harness died
+    pruned = harness_cli("prune")
+    assert pruned.returncode == 0, pruned.stderr
+    assert containers(engine) == []
+    state = Path(harness_env["XDG_STATE_HOME"]) / "harness" / "sessions"
+    assert not list(state.glob("*.json"))
+    leftover = subprocess.run(
+        ["pgrep", "-x", "-f", "sleep 300"], capture_output=True, text=True, check=False
+    )
+    assert leftover.stdout.strip() == ""  # the sandboxed process died with its container
