@@ -271,6 +271,7 @@ def new_session_id() -> str:
 
 
 def session_spec(
+    backend: Backend,
     settings: Settings,
     plan: SandboxPlan,
     session_id: str,
@@ -282,7 +283,6 @@ def session_spec(
     detached: bool = False,
     role: str = "session",
     mounts: PreparedMounts | None = None,
-    engine_limits: Mapping[str, int] | None = None,
 ) -> SessionSpec:
     from harness.policy.seccomp import render
 
@@ -294,7 +294,7 @@ def session_spec(
         labels=session_labels(session_id, plan, detached=detached, role=role),
         seccomp_json=render(plan.seccomp_profile),
         mounts=mounts or prepare_mounts(plan),
-        ulimits=host_ulimits(engine_limits),
+        ulimits=host_ulimits(backend.hard_limits()),
         command=tuple(command) if command is not None else None,
         tty=tty,
         stdin=stdin,
@@ -468,14 +468,7 @@ class Sessions:
         backend, _ = self._backend(settings.backend)
         image = self._image(backend, settings)
         spec = session_spec(
-            settings,
-            plan,
-            session_id,
-            image,
-            command=argv,
-            tty=tty,
-            stdin=stdin,
-            engine_limits=backend.hard_limits(),
+            backend, settings, plan, session_id, image, command=argv, tty=tty, stdin=stdin
         )
         return self._run_spec(backend, spec, settings, context, audit, command=argv)
 
@@ -559,7 +552,15 @@ class Sessions:
         backend, _ = self._backend(settings.backend)
         image = self._image(backend, settings)
         spec = session_spec(
-            settings, plan, session_id, image, command=None, tty=False, stdin=False, detached=detach
+            backend,
+            settings,
+            plan,
+            session_id,
+            image,
+            command=None,
+            tty=False,
+            stdin=False,
+            detached=detach,
         )
         with terminate_as_exception():
             handle = backend.create(spec)
@@ -715,6 +716,7 @@ class Sessions:
         plan = plan_for(settings, SandboxMode.DANGER_FULL_ACCESS, NetworkMode.FULL)
         sibling = f"{record.session_id}-e{secrets.token_hex(2)}"
         spec = session_spec(
+            backend,
             settings,
             plan,
             sibling,
