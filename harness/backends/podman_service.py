@@ -26,6 +26,9 @@ IDLE_TIMEOUT_SECONDS = 600
 START_TIMEOUT_SECONDS = 20.0
 
 
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
 @dataclass(frozen=True)
 class PodmanService:
     socket_path: str
@@ -35,15 +38,16 @@ class PodmanService:
 
 def _answers(socket_path: str, timeout: float = 2.0) -> bool:
     """True when an API answers /_ping at `socket_path`."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         sock.connect(socket_path)
         sock.sendall(b"GET /_ping HTTP/1.1\r\nHost: podman\r\nConnection: close\r\n\r\n")
         head = sock.recv(64)
-        sock.close()
     except OSError:
         return False
+    finally:
+        sock.close()
     return head.startswith(b"HTTP/1.1 200")
 
 
@@ -112,6 +116,7 @@ def find_or_start(locations: Locations) -> PodmanService:
             stderr=log,
             start_new_session=True,  # survives this harness process; stopped by pid record or idle timeout
         )
+    _STARTED.append(child)  # keep the Popen: the service outlives this call on purpose
     process = ProcessId.of(child.pid)
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:

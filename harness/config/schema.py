@@ -157,7 +157,7 @@ def parse_config(text: str, source: str) -> ConfigFile:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(_toml_message(exc, source), path=source) from None
+        raise ConfigError(_toml_message(exc, source, text), path=source) from None
     return validate_config(data, source)
 
 
@@ -183,11 +183,15 @@ def validate_config(data: dict[str, Any], source: str) -> ConfigFile:
         raise _validation_error(exc, data, source) from None
 
 
-def _toml_message(exc: tomllib.TOMLDecodeError, source: str) -> str:
+def _toml_message(exc: tomllib.TOMLDecodeError, source: str, document: str) -> str:
     text = str(exc)
     match = re.search(r"\(at line (\d+), column (\d+)\)", text)
-    what = re.sub(r"\s*\(at line \d+, column \d+\)", "", text)
-    where = f"line {match.group(1)}, column {match.group(2)}" if match else "unknown position"
+    what = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", text)
+    if match:
+        where = f"line {match.group(1)}, column {match.group(2)}"
+    else:
+        last = document.rstrip("\n").split("\n")
+        where = f"line {len(last)}, column {len(last[-1]) + 1} (the end of the file)"
     return (
         f"{source}: malformed TOML at {where}: {what}. "
         "Fix the syntax there (see https://toml.io); nothing was run."

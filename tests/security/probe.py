@@ -97,6 +97,11 @@ def write_file(path: str) -> str:
     return path
 
 
+def write_in_dir(directory: str, name: str) -> str:
+    os.makedirs(directory, exist_ok=True)
+    return write_file(os.path.join(directory, name))
+
+
 def read_file(path: str) -> str:
     with open(path, "rb") as handle:
         return handle.read(64).decode("utf-8", "replace")
@@ -219,20 +224,24 @@ def main() -> None:
         attempt("write-git-config", lambda: write_file(os.path.join(workspace, ".git", "config")))
         attempt(
             "write-harness-dir",
-            lambda: write_file(os.path.join(workspace, ".harness", "config.toml")),
+            lambda: write_in_dir(os.path.join(workspace, ".harness"), "config.toml"),
         )
         attempt(
             "write-outside",
-            lambda: write_file(os.environ.get("OUTSIDE_PATH", "/nonexistent/outside")),
+            lambda: write_file(os.path.join(os.path.dirname(workspace), "outside.txt")),
         )
         attempt("dev-null", lambda: write_file("/dev/null"))
         attempt("dev-shm", lambda: write_file("/dev/shm/harness-test"))
-    if target in ("all", "network"):
+    if target in ("all", "network", "network-isolated"):
         report("interfaces", True, 0, ",".join(sorted(os.listdir("/sys/class/net"))))
         attempt("inet-socket", lambda: raw_socket(socket.AF_INET, socket.SOCK_STREAM, 0))
+        attempt("inet6-socket", lambda: raw_socket(socket.AF_INET6, socket.SOCK_STREAM, 0))
+        attempt("udp-socket", lambda: raw_socket(socket.AF_INET, socket.SOCK_DGRAM, 0))
         attempt("loopback-server", loopback_server)
-        attempt("outside-connect", outside_connect)
         attempt("unix-socketpair", lambda: str(len(socket.socketpair())))
+    if target in ("all", "network-isolated"):
+        # only where the sandbox has nothing but `lo`: no packet can leave, so nothing is sent
+        attempt("outside-connect", outside_connect)
     if target == "forkbomb":
         forkbomb()
     if target == "memory":

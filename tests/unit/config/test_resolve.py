@@ -420,3 +420,11 @@ def test_effective_json_uses_dotted_keys_and_layers(workspace: Path) -> None:
             "managed",
         }
     assert settings.sources["approval.policy"] == "profile:auto"
+
+
+def test_error_at_the_end_of_the_file_still_names_a_line(workspace: Path) -> None:
+    path = write(locations().user_config, '[sandbox]\nmode = "read-only"\nx')
+    with pytest.raises(ConfigError) as caught:
+        settle(workspace)
+    assert "line 3" in str(caught.value)
+    assert str(path) in str(caught.value)
