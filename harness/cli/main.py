@@ -496,6 +496,29 @@ def image_build(
     sys.stdout.write(reference + "\n")
 
 
+# -- doctor --------------------------------------------------------------------------
+
+
+@app.command("doctor")
+def doctor(as_json: JsonFlag = False) -> None:
+    """What this host can do: engines, seccomp, Landlock, user namespaces, KVM; and the fixes."""
+    from harness.doctor import diagnose
+
+    report = diagnose(_locations())
+    if as_json:
+        _emit_json(report.to_json())
+    else:
+        for check in report.checks:
+            mark = "ok  " if check.ok else "FAIL"
+            sys.stdout.write(f"{mark} {check.name:<15} {check.detail}\n")
+            if not check.ok and check.fix:
+                sys.stdout.write(f"     {'':<15} fix: {check.fix}\n")
+        backend = report.backend or "none usable"
+        sys.stdout.write(f"\nbackend: {backend} ({report.backend_reason})\n")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 # -- seccomp -------------------------------------------------------------------------
 
 
