@@ -91,4 +91,6 @@ def check_policy(
         request = ApprovalRequest.for_argv(
             argv, where, escalate=escalate, justification=justification
         )
-    return PolicyCheck(settings, request, evaluate(request, policy_context(settings)))
+    return PolicyCheck(
+        settings, request, evaluate(request, policy_context(settings), with_risk=True)
+    )

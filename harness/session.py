@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.approval.broker import ApprovalBroker, Asker, Outcome
 from harness.approval.engine import ApprovalRequest, PolicyContext
@@ -40,13 +40,15 @@ from harness.backends.base import (
     SessionSpec,
 )
 from harness.backends.mounts import PreparedMounts, prepare_mounts, remove_created_mount_points
-from harness.config.resolve import Settings
 from harness.errors import HarnessError, PolicyDenied
 from harness.paths import Locations
 from harness.policy.modes import ApprovalPolicy, NetworkMode, RuleAction, SandboxMode
 from harness.policy.plan import GUEST_HOME, Permissions, SandboxPlan, build_plan
 from harness.policy.rules import Origin, PrefixRule
 from harness.procs import ProcessId
+
+if TYPE_CHECKING:  # pydantic is not needed to run a command in a live session
+    from harness.config.resolve import Settings
 
 Progress = Callable[[str], None]
 DETACHED = "detached"

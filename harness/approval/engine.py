@@ -11,20 +11,18 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from harness.approval.guardian import (
-    Risk,
-    RiskAssessment,
-    assess,
-    combine,
-    review_external,
-    review_request,
-)
 from harness.approval.known_safe import is_known_safe
 from harness.approval.rules import Match, allowing_rule, strictest_hit
 from harness.approval.shell import ParsedCommand, SimpleCommand, parse_argv, parse_shell
 from harness.policy.modes import ApprovalPolicy, RuleAction, SandboxMode
 from harness.policy.rules import PrefixRule
+
+if (
+    TYPE_CHECKING
+):  # the guardian is imported only when it is used: it is big, and exec is a hot path
+    from harness.approval.guardian import RiskAssessment
 
 
 class Decision(enum.Enum):
@@ -157,14 +155,26 @@ Established = Callable[[ApprovalRequest], bool]
 
 
 def evaluate(
-    request: ApprovalRequest, context: PolicyContext, *, established: Established | None = None
+    request: ApprovalRequest,
+    context: PolicyContext,
+    *,
+    established: Established | None = None,
+    with_risk: bool = False,
 ) -> Verdict:
-    """Decide a request without asking anyone."""
+    """Decide a request without asking anyone.
+
+    The guardian's risk is computed when smart approvals are on, or when `with_risk`
+    asks for it for display (`policy check`).
+    """
     parsed = request.parsed
     commands = parsed.commands
     if not commands:
         return Verdict(Decision.FORBIDDEN, Decider.TABLE, "the command is empty")
     verdict = _rules_and_table(request, context)
+    if not (context.smart_approvals or with_risk):
+        return _with(verdict, risk=None, commands=commands)
+    from harness.approval.guardian import assess
+
     risk = assess(
         parsed, cwd=request.cwd, workspace=context.workspace, escalate=request.wants_escalation
     )
@@ -256,6 +266,8 @@ def _guardian(
     established: Established | None,
 ) -> Verdict:
     """Smart approvals: LOW + established runs, HIGH always asks (except under `never`)."""
+    from harness.approval.guardian import Risk, combine, review_external, review_request
+
     consult_reviewer = context.reviewer and (
         (verdict.decision is Decision.PROMPT and verdict.decider is Decider.TABLE)
         or (verdict.decision is Decision.ALLOW and risk.level is not Risk.LOW)
@@ -306,6 +318,6 @@ def _guardian(
 
 
 def _with(
-    verdict: Verdict, *, risk: RiskAssessment, commands: tuple[SimpleCommand, ...]
+    verdict: Verdict, *, risk: RiskAssessment | None, commands: tuple[SimpleCommand, ...]
 ) -> Verdict:
     return Verdict(verdict.decision, verdict.decider, verdict.reason, verdict.rule, risk, commands)

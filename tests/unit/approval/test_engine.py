@@ -404,9 +404,11 @@ def test_guardian_low_risk_auto_approves_only_established_patterns() -> None:
 
 
 def test_guardian_off_keeps_the_table() -> None:
-    verdict = decide("git push --force origin main", context(smart=False, rules=()))
+    request = ApprovalRequest.for_shell("git push --force origin main", "/work")
+    verdict = evaluate(request, context(smart=False, rules=()), with_risk=True)
     assert verdict.decision is Decision.ALLOW
     assert verdict.risk is not None  # shown, not used
+    assert evaluate(request, context(smart=False, rules=())).risk is None
 
 
 # -- property: no forbidden simple command in any list is ever allowed ---------------------
