@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from harness.backends.engine_api import EngineAPIError
 
@@ -15,14 +16,25 @@ def _is_transient(error: BaseException) -> bool:
     return isinstance(error, EngineAPIError) and error.transient
 
 
-def transient_retry(func: Callable[P, R]) -> Callable[P, R]:
-    """Up to 4 attempts, 0.1 s → 0.8 s apart, when the engine answers 5xx; anything else fails at once."""
-    from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+@functools.cache
+def _retrying() -> Any:
+    # tenacity is imported on the first engine call, not at start-up
+    from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-    decorated: Callable[P, R] = retry(
+    return Retrying(
         retry=retry_if_exception(_is_transient),
         stop=stop_after_attempt(4),
         wait=wait_exponential(multiplier=0.1, max=0.8),
         reraise=True,
-    )(func)
-    return decorated
+    )
+
+
+def transient_retry(func: Callable[P, R]) -> Callable[P, R]:
+    """Up to 4 attempts, 0.1 s → 0.8 s apart, when the engine answers 5xx; anything else fails at once."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        result: R = _retrying().copy()(func, *args, **kwargs)
+        return result
+
+    return wrapper
