@@ -84,6 +84,7 @@ class SessionRecord:
     env: dict[str, str]
     context: dict[str, Any]
     created_on_host: tuple[str, ...] = ()
+    audit_paths: tuple[str, ...] = ()
 
     def owner_alive(self) -> bool:
         if self.owner == DETACHED:
@@ -101,6 +102,7 @@ class SessionRecord:
         data = asdict(self)
         data["user"] = list(self.user)
         data["created_on_host"] = list(self.created_on_host)
+        data["audit_paths"] = list(self.audit_paths)
         return data
 
     @classmethod
@@ -108,6 +110,7 @@ class SessionRecord:
         values = dict(data)
         values["user"] = tuple(values["user"])
         values["created_on_host"] = tuple(values.get("created_on_host", ()))
+        values["audit_paths"] = tuple(values.get("audit_paths", ()))
         return cls(**values)
 
 
@@ -423,6 +426,7 @@ class Sessions:
             env=dict(spec.env),
             context=context_to_json(context),
             created_on_host=spec.mounts.created_on_host,
+            audit_paths=tuple(str(p) for p in settings.audit_paths),
         )
 
     def _teardown(
@@ -668,7 +672,8 @@ class Sessions:
     ) -> int:
         """Run one command in a running session, through its approval policy."""
         record = self.find(session_id, cwd)
-        audit = self._audit(audit_paths)
+        # the session's own audit logs (an admin's path included) get its commands
+        audit = self._audit([Path(p) for p in record.audit_paths] or list(audit_paths))
         context = record.policy_context()
         broker = ApprovalBroker(
             context,

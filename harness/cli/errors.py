@@ -5,11 +5,24 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from harness.errors import EXIT_HARNESS, EXIT_USAGE, HarnessError
 
 EXIT_INTERRUPTED = 130
+
+
+def guarded(action: Callable[[], int | None]) -> int | None:
+    """Run a fast path with the same error mapping as the full CLI."""
+    try:
+        return action()
+    except HarnessError as error:
+        sys.stderr.write(f"harness: {error.message}\n")
+        return error.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("harness: interrupted\n")
+        return EXIT_INTERRUPTED
 
 
 def run_guarded(app: Any, argv: list[str] | None) -> int:

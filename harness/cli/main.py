@@ -395,8 +395,6 @@ def exec_(
 
         settings = resolve(CliOptions(), _locations())
         audit_paths = list(settings.audit_paths)
-    else:
-        audit_paths = _exec_audit_paths()
     code = _sessions().exec(
         session,
         command,
@@ -409,15 +407,6 @@ def exec_(
         settings_for_escalation=settings,
     )
     raise typer.Exit(code)
-
-
-def _exec_audit_paths() -> list[Path]:
-    from harness.config.resolve import resolve
-
-    try:
-        return list(resolve(CliOptions(), _locations()).audit_paths)
-    except Exception:  # the session's own policy still applies; the log is best effort here
-        return [_locations().default_audit_log]
 
 
 @app.command("down")

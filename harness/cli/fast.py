@@ -1,0 +1,55 @@
+"""`harness exec` without typer: agents run it once per command, so start-up counts.
+
+Only the common form is handled here: `exec [--session ID] [--] CMD...`.
+Anything else (--escalate, --help, a typo) returns None and the full CLI
+takes over, with its help and its errors.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def parse_exec(args: Sequence[str]) -> tuple[str | None, list[str]] | None:
+    """(session, command), or None when the full CLI should handle these arguments."""
+    session: str | None = None
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            command = list(args[index + 1 :])
+            return (session, command) if command else None
+        if arg == "--session" and index + 1 < len(args):
+            session = args[index + 1]
+            index += 2
+            continue
+        if arg.startswith("--session="):
+            session = arg.split("=", 1)[1]
+            index += 1
+            continue
+        return None
+    return None
+
+
+def fast_exec(args: Sequence[str]) -> int | None:
+    parsed = parse_exec(args)
+    if parsed is None:
+        return None
+    session, command = parsed
+    from harness.cli.console import has_terminal, terminal_asker
+    from harness.paths import Locations
+    from harness.session import Sessions
+
+    def progress(line: str) -> None:
+        sys.stderr.write(f"harness: {line}\n")
+
+    asker = terminal_asker()
+    sessions = Sessions(
+        Locations.from_environment(),
+        asker=asker,
+        progress=progress,
+        no_human_reason="no terminal to ask" if asker is None else "nobody answering",
+    )
+    return sessions.exec(session, command, tty=has_terminal(), stdin=True, cwd=Path.cwd())
