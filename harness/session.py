@@ -39,7 +39,12 @@ from harness.backends.base import (
     SandboxInfo,
     SessionSpec,
 )
-from harness.backends.mounts import PreparedMounts, prepare_mounts, remove_created_mount_points
+from harness.backends.mounts import (
+    Bind,
+    PreparedMounts,
+    prepare_mounts,
+    remove_created_mount_points,
+)
 from harness.errors import HarnessError, PolicyDenied
 from harness.paths import Locations
 from harness.policy.modes import ApprovalPolicy, NetworkMode, RuleAction, SandboxMode
@@ -85,6 +90,7 @@ class SessionRecord:
     context: dict[str, Any]
     created_on_host: tuple[str, ...] = ()
     audit_paths: tuple[str, ...] = ()
+    agent: str = ""  # "pid:start_time" of the sandbox's main process when its agent answers
 
     def owner_alive(self) -> bool:
         if self.owner == DETACHED:
@@ -289,8 +295,15 @@ def session_spec(
     role: str = "session",
     mounts: PreparedMounts | None = None,
 ) -> SessionSpec:
+    from harness.backends.agent_client import AGENT_IN_SANDBOX, AGENT_SOURCE
     from harness.policy.seccomp import render
 
+    prepared = mounts or prepare_mounts(plan)
+    if (
+        command is None
+    ):  # a keeper: the in-sandbox agent runs commands faster than the engine's exec
+        agent = Bind(str(AGENT_SOURCE), AGENT_IN_SANDBOX, True)
+        prepared = replace(prepared, binds=(*prepared.binds, agent))
     return SessionSpec(
         session_id=session_id,
         image=image,
@@ -298,7 +311,7 @@ def session_spec(
         env=sandbox_env(plan, session_id, tty=tty),
         labels=session_labels(session_id, plan, detached=detached, role=role),
         seccomp_json=render(plan.seccomp_profile),
-        mounts=mounts or prepare_mounts(plan),
+        mounts=prepared,
         ulimits=host_ulimits(backend.hard_limits()),
         command=tuple(command) if command is not None else None,
         tty=tty,
@@ -570,7 +583,10 @@ class Sessions:
         )
         with terminate_as_exception():
             handle = backend.create(spec)
-            record = self._record(spec, handle, settings, context)
+            record = replace(
+                self._record(spec, handle, settings, context),
+                agent=self._wait_for_agent(backend, handle),
+            )
             try:
                 self.store.save(record)
                 if audit is not None:
@@ -588,6 +604,22 @@ class Sessions:
             finally:
                 if not detach:
                     self._teardown(backend, handle, spec.mounts, audit)
+
+    @staticmethod
+    def _wait_for_agent(backend: Backend, handle: Handle, timeout: float = 5.0) -> str:
+        """The agent's identity once it answers; "" when the image has no python3 (engine exec then)."""
+        from harness.backends.agent_client import agent_ready
+
+        pid = backend.main_pid(handle)
+        process = ProcessId.of(pid) if pid else None
+        if process is None:
+            return ""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if agent_ready(process):
+                return process.label()
+            time.sleep(0.02)
+        return ""
 
     def _exec_in(
         self,
@@ -614,7 +646,7 @@ class Sessions:
                 command=list(argv),
                 backend=record.backend,
             )
-        code = backend.exec(record.handle(), spec)
+        code = self._exec_fast_or_engine(backend, record, spec)
         if audit is not None:
             audit.append(
                 "command.finished",
@@ -624,6 +656,25 @@ class Sessions:
                 duration_ms=round((time.monotonic() - started) * 1000, 1),
             )
         return code
+
+    @staticmethod
+    def _exec_fast_or_engine(backend: Backend, record: SessionRecord, spec: ExecSpec) -> int:
+        from harness.backends.agent_client import AgentUnavailable, run_via_agent
+
+        sandbox = ProcessId.from_label(record.agent) if record.agent else None
+        if sandbox is not None:
+            try:
+                return run_via_agent(
+                    sandbox,
+                    spec.argv,
+                    cwd=spec.workdir,
+                    env=spec.env,
+                    tty=spec.tty,
+                    stdin=spec.stdin,
+                )
+            except AgentUnavailable:
+                pass  # not started yet, or killed inside the sandbox: the engine can still exec
+        return backend.exec(record.handle(), spec)
 
     # -- exec
 

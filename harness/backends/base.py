@@ -117,6 +117,10 @@ class Backend(Protocol):
 
     def image_exists(self, reference: str) -> bool: ...
 
+    def main_pid(self, handle: Handle) -> int | None:
+        """The host pid of the sandbox's main process (the in-sandbox agent's socket is reached through it)."""
+        ...
+
     def hard_limits(self) -> dict[str, int]:
         """Hard resource limits of the engine process (name → value), as far as they can be read."""
         ...

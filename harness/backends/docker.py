@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from harness.backends.agent_client import KEEPER
 from harness.backends.base import SessionSpec
 from harness.backends.engine import EngineBackend
 from harness.backends.engine_api import EngineAPI
@@ -19,7 +20,6 @@ from harness.paths import Locations
 from harness.policy.modes import NetworkMode
 
 DOCKER_SOCKET = "/var/run/docker.sock"
-KEEPER = ("sleep", "infinity")
 MASK_TMPFS_OPTIONS = "ro,nosuid,nodev,noexec,size=4k,mode=0555"
 
 

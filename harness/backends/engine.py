@@ -165,6 +165,13 @@ class EngineBackend:
         response = self.api.request("GET", self._path(f"/images/{reference}/json"), ok=(200, 404))
         return response.status == 200
 
+    def main_pid(self, handle: Handle) -> int | None:
+        """The host pid of the sandbox's main process, while it runs."""
+        self.ready()
+        info = self.api.request("GET", self._path(f"/containers/{handle.container_id}/json")).json()
+        pid = (info.get("State") or {}).get("Pid")
+        return int(pid) if isinstance(pid, int) and pid > 0 else None
+
     def hard_limits(self) -> dict[str, int]:
         """The engine process's hard limits: the runtime it starts cannot set more in the sandbox."""
         self.ready()

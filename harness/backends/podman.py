@@ -14,8 +14,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from harness.backends.agent_client import KEEPER
 from harness.backends.base import SessionSpec
-from harness.backends.docker import KEEPER, MASK_TMPFS_OPTIONS, engine_network, tmpfs_options
+from harness.backends.docker import MASK_TMPFS_OPTIONS, engine_network, tmpfs_options
 from harness.backends.engine import EngineBackend
 from harness.backends.engine_api import EngineAPI
 from harness.backends.mounts import MaskKind
