@@ -32,8 +32,10 @@ class TerminalAsker:
     def _io(self) -> tuple[TextIO, TextIO, bool]:
         if self.stream is not None and self.answers is not None:
             return self.stream, self.answers, False
-        tty = Path("/dev/tty").open("r+", encoding="utf-8")  # noqa: SIM115 - closed in __call__
-        return tty, tty, True
+        # two handles: a terminal is not seekable, so one text stream for both ways fails
+        out = Path("/dev/tty").open("w", encoding="utf-8")  # noqa: SIM115 - closed in __call__
+        answers = Path("/dev/tty").open(encoding="utf-8")  # noqa: SIM115 - closed in __call__
+        return out, answers, True
 
     def __call__(self, pending: PendingApproval) -> Answer:
         out, answers, close = self._io()
@@ -70,8 +72,9 @@ class TerminalAsker:
                     return Answer(CHOICES[key], feedback)
         finally:
             if close:
-                with contextlib.suppress(OSError):
-                    out.close()
+                for handle in (out, answers):
+                    with contextlib.suppress(OSError):
+                        handle.close()
 
 
 def terminal_asker() -> TerminalAsker | None:
