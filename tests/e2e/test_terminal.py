@@ -25,7 +25,9 @@ class Terminal:
     def __init__(self, argv: list[str], cwd: Path, env: dict[str, str]) -> None:
         pid, fd = pty.fork()
         if pid == 0:
-            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # an 80×24 terminal
+            fcntl.ioctl(
+                0, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0)
+            )  # an 80×24 terminal
             os.chdir(cwd)
             os.execve(argv[0], argv, env)
         self.pid, self.fd = pid, fd
