@@ -16,6 +16,7 @@ import pwd
 import resource
 import secrets
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -227,25 +228,6 @@ def plan_for(
     return build_plan(chosen, permissions, str(settings.workspace))
 
 
-def check_network_supported(plan: SandboxPlan) -> None:
-    """Until per-session network namespaces land, only `none` (and full for danger-full-access) exist."""
-    network = plan.network.mode
-    if network is NetworkMode.NONE:
-        return
-    if network is NetworkMode.FULL and plan.mode is SandboxMode.DANGER_FULL_ACCESS:
-        return
-    what = (
-        "[[network]] allow entries (network = allowlist)"
-        if network is NetworkMode.ALLOWLIST
-        else ("network = full / network_access = true outside danger-full-access")
-    )
-    raise SessionError(
-        f"{what} is not supported yet: per-session network namespaces and the egress proxy come with "
-        "the network work. harness never falls back to full network silently; use --network none, "
-        "or --sandbox danger-full-access for full network."
-    )
-
-
 def sandbox_env(
     plan: SandboxPlan, session_id: str, *, tty: bool, host_env: Mapping[str, str] | None = None
 ) -> dict[str, str]:
@@ -257,6 +239,10 @@ def sandbox_env(
         "HARNESS_SANDBOX_MODE": plan.mode.value,
     }
     env = plan.env.build(os.environ if host_env is None else host_env, base)
+    if plan.network.mode is NetworkMode.ALLOWLIST:
+        from harness.net.process import proxy_env
+
+        env.update(proxy_env())  # after the host's: a host HTTP_PROXY must not point elsewhere
     if tty:
         env.setdefault("TERM", "xterm-256color")
     else:
@@ -294,6 +280,7 @@ def session_spec(
     detached: bool = False,
     role: str = "session",
     mounts: PreparedMounts | None = None,
+    netns_path: str | None = None,
 ) -> SessionSpec:
     from harness.backends.agent_client import AGENT_IN_SANDBOX, AGENT_SOURCE
     from harness.policy.seccomp import render
@@ -317,6 +304,7 @@ def session_spec(
         tty=tty,
         stdin=stdin,
         hostname=f"harness-{session_id[:8]}",
+        netns_path=netns_path,
     )
 
 
@@ -373,6 +361,19 @@ def terminate_as_exception() -> Iterator[None]:
 
 
 # -- the orchestration -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Start:
+    session_id: str
+    context: PolicyContext
+    audit: MultiAuditLog | None
+    broker: ApprovalBroker
+
+
+def _adopts_namespaces(backend: Backend) -> bool:
+    """Docker cannot join a namespace by path: its sandbox makes one (network none), which harness names."""
+    return backend.name == "docker"
 
 
 @dataclass
@@ -445,24 +446,29 @@ class Sessions:
     def _teardown(
         self,
         backend: Backend,
-        handle: Handle,
+        handle: Handle | None,
+        session_id: str,
         spec_mounts: PreparedMounts,
         audit: MultiAuditLog | None,
+        *,
+        network: bool = False,
     ) -> None:
-        with contextlib.suppress(HarnessError):
-            backend.destroy(handle)
-        remove_created_mount_points(spec_mounts)
-        self.store.remove(handle.session_id)
-        if audit is not None:
+        if handle is not None:
+            with contextlib.suppress(HarnessError):
+                backend.destroy(handle)
+        if network:
+            from harness.net.process import stop_network
+
             with contextlib.suppress(HarnessError, OSError):
-                audit.append(
-                    "session.removed", session=handle.session_id, container=handle.container_id
-                )
+                stop_network(self.locations, session_id)
+        remove_created_mount_points(spec_mounts)
+        self.store.remove(session_id)
+        if audit is not None and handle is not None:
+            with contextlib.suppress(HarnessError, OSError):
+                audit.append("session.removed", session=session_id, container=handle.container_id)
 
-    # -- run
-
-    def run(self, settings: Settings, argv: Sequence[str], *, tty: bool, stdin: bool) -> int:
-        """One-shot: approve, create the sandbox with CMD as its main process, stream, remove."""
+    def _begin(self, settings: Settings) -> _Start:
+        """A session id, its policy, its audit log (with the resolved config) and its broker."""
         session_id = new_session_id()
         context = policy_context(settings)
         audit = self._audit(settings.audit_paths)
@@ -480,16 +486,26 @@ class Sessions:
             audit=audit,
             no_human_reason=self.no_human_reason,
         )
-        request = ApprovalRequest.for_argv(argv, str(settings.workspace))
-        self._approve(broker, request)
+        return _Start(session_id, context, audit, broker)
+
+    # -- run
+
+    def run(self, settings: Settings, argv: Sequence[str], *, tty: bool, stdin: bool) -> int:
+        """One-shot: approve, create the sandbox with CMD as its main process, stream, remove."""
+        start = self._begin(settings)
+        self._approve(start.broker, ApprovalRequest.for_argv(argv, str(settings.workspace)))
         plan = plan_for(settings)
-        check_network_supported(plan)
         backend, _ = self._backend(settings.backend)
         image = self._image(backend, settings)
+        if plan.network.mode is NetworkMode.ALLOWLIST:
+            # the proxy must listen before CMD starts: a keeper holds the namespace, CMD is exec'd
+            return self._session(
+                start, settings, plan, backend, image, argv, detach=False, tty=tty, stdin=stdin
+            )
         spec = session_spec(
-            backend, settings, plan, session_id, image, command=argv, tty=tty, stdin=stdin
+            backend, settings, plan, start.session_id, image, command=argv, tty=tty, stdin=stdin
         )
-        return self._run_spec(backend, spec, settings, context, audit, command=argv)
+        return self._run_spec(backend, spec, settings, start.context, start.audit, command=argv)
 
     def _run_spec(
         self,
@@ -524,7 +540,7 @@ class Sessions:
                     )
                 return code
             finally:
-                self._teardown(backend, handle, spec.mounts, audit)
+                self._teardown(backend, handle, spec.session_id, spec.mounts, audit)
 
     # -- up
 
@@ -546,64 +562,102 @@ class Sessions:
                 "`up -d` starts a session and returns; run commands in it with `harness exec`."
             )
         self.prune()
-        session_id = new_session_id()
-        context = policy_context(settings)
-        audit = self._audit(settings.audit_paths)
-        if audit is not None:
-            audit.append(
-                "config.resolved",
-                session=session_id,
-                effective=settings.effective(),
-                sources=dict(settings.sources),
-            )
-        broker = ApprovalBroker(
-            context,
-            session=session_id,
-            asker=self.asker,
-            audit=audit,
-            no_human_reason=self.no_human_reason,
-        )
+        start = self._begin(settings)
         argv = list(command) if command else ["bash", "-l"]
         if not detach:
-            self._approve(broker, ApprovalRequest.for_argv(argv, str(settings.workspace)))
+            self._approve(start.broker, ApprovalRequest.for_argv(argv, str(settings.workspace)))
         plan = plan_for(settings)
-        check_network_supported(plan)
         backend, _ = self._backend(settings.backend)
         image = self._image(backend, settings)
-        spec = session_spec(
-            backend,
+        return self._session(
+            start,
             settings,
             plan,
-            session_id,
+            backend,
             image,
-            command=None,
-            tty=False,
-            stdin=False,
-            detached=detach,
+            argv,
+            detach=detach,
+            tty=tty,
+            stdin=stdin,
+            on_ready=on_ready,
         )
+
+    def _session(
+        self,
+        start: _Start,
+        settings: Settings,
+        plan: SandboxPlan,
+        backend: Backend,
+        image: str,
+        argv: Sequence[str],
+        *,
+        detach: bool,
+        tty: bool,
+        stdin: bool,
+        on_ready: Callable[[SessionRecord], None] = lambda record: None,
+    ) -> int:
+        """A keeper sandbox (with its network, for an allowlist); run argv in it unless detached."""
+        from harness.net.process import start_network
+
+        allowlist = plan.network.mode is NetworkMode.ALLOWLIST
+        session_id = start.session_id
+        handle: Handle | None = None
+        mounts = PreparedMounts((), ())
         with terminate_as_exception():
-            handle = backend.create(spec)
-            record = replace(
-                self._record(spec, handle, settings, context),
-                agent=self._wait_for_agent(backend, handle),
-            )
             try:
+                netns_path = None
+                if allowlist and not _adopts_namespaces(backend):
+                    netns_path = start_network(
+                        self.locations, session_id, settings.network_rules, settings.audit_paths
+                    ).netns_path
+                spec = session_spec(
+                    backend,
+                    settings,
+                    plan,
+                    session_id,
+                    image,
+                    command=None,
+                    tty=False,
+                    stdin=False,
+                    detached=detach,
+                    netns_path=netns_path,
+                )
+                mounts = spec.mounts
+                handle = backend.create(spec)
+                if allowlist and _adopts_namespaces(backend):
+                    pid = backend.main_pid(handle)
+                    if pid is None:
+                        raise SessionError("the sandbox stopped before its network could be set up")
+                    start_network(
+                        self.locations,
+                        session_id,
+                        settings.network_rules,
+                        settings.audit_paths,
+                        adopt_pid=pid,
+                    )
+                record = replace(
+                    self._record(spec, handle, settings, start.context),
+                    agent=self._wait_for_agent(backend, handle),
+                )
                 self.store.save(record)
-                if audit is not None:
-                    audit.append(
+                if start.audit is not None:
+                    start.audit.append(
                         "session.created",
                         session=session_id,
                         backend=backend.name,
                         container=handle.container_id,
                         detached=detach,
+                        network=plan.network.mode.value,
                     )
                 on_ready(record)
                 if detach:
                     return 0
-                return self._exec_in(backend, record, argv, tty=tty, stdin=stdin, audit=audit)
+                return self._exec_in(backend, record, argv, tty=tty, stdin=stdin, audit=start.audit)
             finally:
-                if not detach:
-                    self._teardown(backend, handle, spec.mounts, audit)
+                if not detach or sys.exc_info()[0] is not None:
+                    self._teardown(
+                        backend, handle, session_id, mounts, start.audit, network=allowlist
+                    )
 
     @staticmethod
     def _wait_for_agent(backend: Backend, handle: Handle, timeout: float = 5.0) -> str:
@@ -813,11 +867,18 @@ class Sessions:
                 for info in backend.list({LABEL_SESSION: record.session_id}):
                     backend.destroy(Handle(backend.name, info.container_id, record.session_id))
             remove_created_mount_points(PreparedMounts((), (), record.created_on_host))
+            self._stop_network(record.session_id)
             self.store.remove(record.session_id)
             removed.append(record.session_id)
         if everything:
             removed += self._sweep(lambda info: True)
         return removed
+
+    def _stop_network(self, session_id: str) -> None:
+        from harness.net.process import stop_network
+
+        with contextlib.suppress(HarnessError, OSError):
+            stop_network(self.locations, session_id)
 
     def list_sessions(self) -> list[tuple[SessionRecord | None, SandboxInfo | None]]:
         """Every session harness knows of, from its records and from the engines' labels."""
@@ -852,7 +913,34 @@ class Sessions:
                 self.store.remove(record.session_id)
                 if record.session_id not in removed:
                     removed.append(record.session_id)
+        for session_id in self._stale_networks(live):
+            self._stop_network(session_id)
+            if session_id not in removed:
+                removed.append(session_id)
         return removed
+
+    def _stale_networks(self, live: set[str | None]) -> list[str]:
+        """Network processes and namespaces whose sandbox is gone.
+
+        A namespace with no record here may belong to another harness still starting its
+        sandbox (the namespace comes first for Podman): it is left alone for a minute.
+        """
+        from harness.net.netns import RUN_DIR, name_for
+        from harness.net.process import network_sessions, recorded_network
+
+        stale = []
+        for session_id in network_sessions(self.locations):
+            if session_id in live:
+                continue
+            if recorded_network(self.locations, session_id) is None:
+                try:
+                    age = time.time() - (RUN_DIR / name_for(session_id)).stat().st_mtime
+                except OSError:
+                    continue
+                if age < 60:
+                    continue
+            stale.append(session_id)
+        return stale
 
     def _sweep(self, should_remove: Callable[[SandboxInfo], bool]) -> list[str]:
         from harness.backends.registry import BACKENDS

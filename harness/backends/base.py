@@ -51,6 +51,9 @@ class SessionSpec:
     tty: bool = False
     stdin: bool = False
     hostname: str = "harness"
+    netns_path: str | None = (
+        None  # a namespace harness made (allowlist), for engines that can join one
+    )
 
 
 @dataclass(frozen=True)

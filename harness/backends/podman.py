@@ -107,7 +107,9 @@ def render_podman(
         "r_limits": [
             {"type": name, "soft": soft, "hard": hard} for name, soft, hard in spec.ulimits
         ],
-        "netns": {"nsmode": engine_network(spec)},
+        "netns": {"nsmode": "path", "value": spec.netns_path}
+        if spec.netns_path
+        else {"nsmode": engine_network(spec)},
         "ipcns": {"nsmode": "private"},
         "privileged": False,
         "remove": False,

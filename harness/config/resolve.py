@@ -49,6 +49,8 @@ class AdminConstraints:
     audit_required: Origin | None = None
     audit_paths: tuple[tuple[Path, Origin], ...] = ()
     files: tuple[Path, ...] = ()
+    max_network: NetworkMode | None = None
+    max_network_origin: Origin | None = None
 
 
 @dataclass(frozen=True)
@@ -277,7 +279,20 @@ def _merge_managed(current: AdminConstraints, config: ConfigFile, path: Path) ->
     audit_paths = current.audit_paths
     if admin.audit_path:
         audit_paths = (*audit_paths, (Path(admin.audit_path), origin))
-    return AdminConstraints(min_sandbox, min_origin, disallowed, required, audit_paths)
+    max_network, max_network_origin = current.max_network, current.max_network_origin
+    if admin.max_network is not None:
+        ceiling = NetworkMode.parse(admin.max_network)
+        if max_network is None or ceiling.is_stricter_than(max_network):
+            max_network, max_network_origin = ceiling, origin
+    return AdminConstraints(
+        min_sandbox,
+        min_origin,
+        disallowed,
+        required,
+        audit_paths,
+        max_network=max_network,
+        max_network_origin=max_network_origin,
+    )
 
 
 def _policy(name: str) -> ApprovalPolicy:
@@ -418,7 +433,9 @@ def resolve_layers(
 
     network_rules = tuple(lists.network)
     _enforce_managed_rules(lists.prefix_rules, network_rules)
-    network_mode = _network_mode(values, mode, network_rules, sources)
+    network_mode = _enforce_network_ceiling(
+        _network_mode(values, mode, network_rules, sources), sources, managed
+    )
 
     audit_enabled = bool(values.get("audit.enabled", True))
     if managed.audit_required is not None:
@@ -522,6 +539,28 @@ def _enforce_floor(
         policy = ApprovalPolicy.parse(allowed[0])
         sources["approval.policy"] = managed_origin
     return policy, mode
+
+
+def _enforce_network_ceiling(
+    network: NetworkMode, sources: dict[str, Origin], managed: AdminConstraints
+) -> NetworkMode:
+    """`[admin] max_network` bounds every layer; a request above it is refused, a default lowered."""
+    ceiling = managed.max_network
+    if ceiling is None or not ceiling.is_stricter_than(network):
+        return network
+    origin = sources.get("sandbox.network")
+    if origin is None or origin.layer == "default":
+        # not asked for: full network only followed from the mode (danger-full-access)
+        sources["sandbox.network"] = managed.max_network_origin or Origin("managed")
+        return ceiling
+    path = managed.max_network_origin.path if managed.max_network_origin else None
+    raise ManagedConstraintError(
+        f'{path}: `[admin] max_network = "{ceiling.value}"` forbids network `{network.value}` '
+        f"(requested by {_describe_origin(origin)}). Use --network {ceiling.value}"
+        + (" or stricter." if ceiling is not NetworkMode.NONE else "."),
+        path=path,
+        key="admin.max_network",
+    )
 
 
 def _describe_origin(origin: Origin) -> str:

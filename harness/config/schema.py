@@ -111,6 +111,7 @@ class AuditSection(_Section):
 
 class AdminSection(_Section):
     min_sandbox: ModeName | None = None
+    max_network: NetworkName | None = None
     disallow_policies: list[PolicyName] | None = None
     audit_required: bool | None = None
     audit_path: str | None = None

@@ -428,3 +428,19 @@ def test_error_at_the_end_of_the_file_still_names_a_line(workspace: Path) -> Non
         settle(workspace)
     assert "line 3" in str(caught.value)
     assert str(path) in str(caught.value)
+
+
+def test_managed_network_ceiling(workspace: Path) -> None:
+    path = managed('[admin]\nmax_network = "allowlist"\n')
+    with pytest.raises(ManagedConstraintError) as caught:
+        settle(workspace, network="full")
+    assert str(path) in str(caught.value)
+    assert "max_network" in str(caught.value)
+    assert settle(workspace, allow_domains=("pypi.org",)).network_mode is NetworkMode.ALLOWLIST
+    # danger-full-access would default to full: the ceiling lowers a default, it does not refuse it
+    danger = settle(workspace, sandbox="danger-full-access")
+    assert danger.network_mode is NetworkMode.ALLOWLIST
+    assert danger.sources["sandbox.network"] == "managed"
+    write(locations().user_config, "[sandbox]\nnetwork_access = true\n")
+    with pytest.raises(ManagedConstraintError, match="max_network"):
+        settle(workspace)
