@@ -269,7 +269,6 @@ def new_session_id() -> str:
 
 def session_spec(
     backend: Backend,
-    settings: Settings,
     plan: SandboxPlan,
     session_id: str,
     image: str,
@@ -503,7 +502,7 @@ class Sessions:
                 start, settings, plan, backend, image, argv, detach=False, tty=tty, stdin=stdin
             )
         spec = session_spec(
-            backend, settings, plan, start.session_id, image, command=argv, tty=tty, stdin=stdin
+            backend, plan, start.session_id, image, command=argv, tty=tty, stdin=stdin
         )
         return self._run_spec(backend, spec, settings, start.context, start.audit, command=argv)
 
@@ -612,7 +611,6 @@ class Sessions:
                     ).netns_path
                 spec = session_spec(
                     backend,
-                    settings,
                     plan,
                     session_id,
                     image,
@@ -829,7 +827,6 @@ class Sessions:
         sibling = f"{record.session_id}-e{secrets.token_hex(2)}"
         spec = session_spec(
             backend,
-            settings,
             plan,
             sibling,
             record.image,

@@ -52,7 +52,9 @@ class PendingApproval:
     verdict: Verdict
 
 
-Asker = Callable[[PendingApproval], Answer]
+# The human: returns their answer, or None when nobody can be asked right now
+# (no terminal, no console attached, no MCP client) so that the request is denied.
+Asker = Callable[[PendingApproval], Answer | None]
 
 
 class AuditSink(Protocol):
@@ -170,7 +172,10 @@ class ApprovalBroker:
                 f"approved for this session earlier ({earlier})",
                 verdict,
             )
-        if self.asker is None:
+        answer = None
+        if self.asker is not None:
+            answer = self.asker(PendingApproval(approval_id, self.session, request, verdict))
+        if answer is None:
             return Outcome(
                 approval_id,
                 False,
@@ -179,7 +184,6 @@ class ApprovalBroker:
                 f"{verdict.reason}; it needs approval and there is {self.no_human_reason}, so it is denied",
                 verdict,
             )
-        answer = self.asker(PendingApproval(approval_id, self.session, request, verdict))
         if answer.choice is Choice.DENY:
             return Outcome(
                 approval_id,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import os
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path, PurePosixPath
 
 from harness.policy.envpolicy import EnvPolicy
@@ -187,4 +188,58 @@ def build_plan(mode: SandboxMode, permissions: Permissions, workspace: str) -> S
         env=permissions.env,
         user=permissions.user,
         workdir=root,
+    )
+
+
+def plan_to_json(plan: SandboxPlan) -> dict[str, object]:
+    """A plan as plain JSON (for the session's gateway process, which rebuilds it)."""
+    return {
+        "mode": plan.mode.value,
+        "workspace": plan.workspace,
+        "mounts": [[m.host_path, m.guest_path, m.access.value] for m in plan.mounts],
+        "protected": list(plan.protected),
+        "protected_always": list(plan.protected_always),
+        "hidden": list(plan.hidden),
+        "tmpfs": [[t.guest_path, t.size_bytes, t.mode] for t in plan.tmpfs],
+        "read_only_root": plan.read_only_root,
+        "network": plan.network.mode.value,
+        "network_rules": [[r.domain, r.allow, r.port, r.origin.layer, r.origin.path] for r in plan.network.rules],
+        "seccomp_profile": plan.seccomp_profile,
+        "cap_drop_all": plan.cap_drop_all,
+        "cap_add": list(plan.cap_add),
+        "no_new_privileges": plan.no_new_privileges,
+        "limits": [plan.limits.pids, plan.limits.memory_bytes, plan.limits.cpus],
+        "env_pass": sorted(plan.env.passthrough),
+        "env_set": dict(plan.env.fixed),
+        "user": list(plan.user),
+        "workdir": plan.workdir,
+        "home": plan.home,
+    }
+
+
+def plan_from_json(data: dict[str, Any]) -> SandboxPlan:
+    from harness.policy.rules import NetworkRule, Origin
+
+    return SandboxPlan(
+        mode=SandboxMode.parse(data["mode"]),
+        workspace=data["workspace"],
+        mounts=tuple(Mount(h, g, Access(a)) for h, g, a in data["mounts"]),
+        protected=tuple(data["protected"]),
+        protected_always=tuple(data["protected_always"]),
+        hidden=tuple(data["hidden"]),
+        tmpfs=tuple(Tmpfs(p, size, mode) for p, size, mode in data["tmpfs"]),
+        read_only_root=bool(data["read_only_root"]),
+        network=NetworkPlan(
+            NetworkMode.parse(data["network"]),
+            tuple(NetworkRule(d, a, p, Origin(layer, path)) for d, a, p, layer, path in data["network_rules"]),
+        ),
+        seccomp_profile=data["seccomp_profile"],
+        cap_drop_all=bool(data["cap_drop_all"]),
+        cap_add=tuple(data["cap_add"]),
+        no_new_privileges=bool(data["no_new_privileges"]),
+        limits=Limits(*data["limits"]),
+        env=EnvPolicy(frozenset(data["env_pass"]), dict(data["env_set"])),
+        user=(int(data["user"][0]), int(data["user"][1])),
+        workdir=data["workdir"],
+        home=data["home"],
     )

@@ -118,8 +118,11 @@ def test_docker_read_only_and_danger(repo: Path) -> None:
 
 
 def test_docker_keeper_and_attach_flags(repo: Path) -> None:
+    from harness.backends.agent_client import KEEPER
+
     keeper = render_docker(spec(plan(repo, SandboxMode.WORKSPACE_WRITE), command=None))
-    assert keeper["Cmd"] == ["sleep", "infinity"]
+    assert keeper["Cmd"] == list(KEEPER)
+    assert "agent.py" in keeper["Cmd"][-1]
     assert keeper["AttachStdout"] is False
     assert keeper["HostConfig"]["Init"] is True
 
@@ -251,3 +254,13 @@ def test_remove_created_mount_points_keeps_content(tmp_path: Path) -> None:
     remove_created_mount_points(PreparedMounts((), (), (str(empty), str(full))))
     assert not empty.exists()
     assert (full / "x").read_text() == "keep"
+
+
+@pytest.mark.parametrize("mode", list(SandboxMode))
+def test_plan_round_trips_through_json(repo: Path, mode: SandboxMode) -> None:
+    import json as json_module
+
+    from harness.policy.plan import plan_from_json, plan_to_json
+
+    original = plan(repo, mode)
+    assert plan_from_json(json_module.loads(json_module.dumps(plan_to_json(original)))) == original

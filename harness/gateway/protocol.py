@@ -1,0 +1,99 @@
+"""Messages between the sandbox (harness-sh), the host tools and a session's gateway.
+
+Every message is a 4-byte big-endian length and a UTF-8 JSON object, at most
+64 KiB. Parsing is strict: unknown operations, wrong types, missing fields
+and oversized or malformed messages are errors, never guesses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+MAX_MESSAGE = 64 * 1024
+MAX_ARGV = 4096
+MAX_TEXT = 32 * 1024
+HEAD = struct.Struct(">I")
+# after an approved escalation the gateway streams the command's output in frames
+FRAME = struct.Struct(">BI")
+STDOUT, STDERR, EXIT = 2, 3, 4
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow the protocol."""
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    data = json.dumps(message, separators=(",", ":")).encode()
+    if len(data) > MAX_MESSAGE:
+        raise ProtocolError("message too large")
+    return HEAD.pack(len(data)) + data
+
+
+async def read_message(reader: asyncio.StreamReader, *, timeout: float) -> dict[str, Any]:
+    """One message, or ProtocolError (bad framing, too large, too slow, not a JSON object)."""
+    try:
+        head = await asyncio.wait_for(reader.readexactly(HEAD.size), timeout)
+        (length,) = HEAD.unpack(head)
+        if length > MAX_MESSAGE:
+            raise ProtocolError(f"message of {length} bytes is over the {MAX_MESSAGE}-byte limit")
+        body = await asyncio.wait_for(reader.readexactly(length), timeout)
+    except (TimeoutError, asyncio.TimeoutError):
+        raise ProtocolError("too slow: the message did not arrive in time") from None
+    except asyncio.IncompleteReadError:
+        raise ProtocolError("the connection closed in the middle of a message") from None
+    try:
+        message = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ProtocolError("not UTF-8 JSON") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("not a JSON object")
+    return message
+
+
+@dataclass(frozen=True)
+class CommandRequest:
+    """A request to run a command, validated."""
+
+    argv: tuple[str, ...] | None
+    shell: str | None
+    cwd: str
+    escalate: bool
+    justification: str | None
+    after_denial: bool
+
+    @classmethod
+    def parse(cls, message: dict[str, Any]) -> CommandRequest:
+        argv = message.get("argv")
+        shell = message.get("shell")
+        if (argv is None) == (shell is None):
+            raise ProtocolError("give exactly one of argv and shell")
+        if argv is not None and (
+            not isinstance(argv, list)
+            or not argv
+            or len(argv) > MAX_ARGV
+            or not all(isinstance(a, str) and "\x00" not in a for a in argv)
+        ):
+            raise ProtocolError("argv must be a non-empty list of strings without NUL")
+        if shell is not None and (not isinstance(shell, str) or not shell or len(shell) > MAX_TEXT or "\x00" in shell):
+            raise ProtocolError("shell must be a non-empty string without NUL")
+        cwd = message.get("cwd", "/")
+        if not isinstance(cwd, str) or not cwd.startswith("/") or "\x00" in cwd or len(cwd) > 4096:
+            raise ProtocolError("cwd must be an absolute path")
+        justification = message.get("justification")
+        if justification is not None and (not isinstance(justification, str) or len(justification) > MAX_TEXT):
+            raise ProtocolError("justification must be a string")
+        flags = {key: message.get(key, False) for key in ("escalate", "after_denial")}
+        if not all(isinstance(v, bool) for v in flags.values()):
+            raise ProtocolError("escalate and after_denial must be booleans")
+        return cls(
+            tuple(argv) if argv is not None else None,
+            shell,
+            cwd,
+            flags["escalate"],
+            justification,
+            flags["after_denial"],
+        )
