@@ -55,6 +55,7 @@ from harness.procs import ProcessId
 
 if TYPE_CHECKING:  # pydantic is not needed to run a command in a live session
     from harness.config.resolve import Settings
+    from harness.gateway.process import SessionGateway
 
 Progress = Callable[[str], None]
 DETACHED = "detached"
@@ -92,6 +93,8 @@ class SessionRecord:
     created_on_host: tuple[str, ...] = ()
     audit_paths: tuple[str, ...] = ()
     agent: str = ""  # "pid:start_time" of the sandbox's main process when its agent answers
+    gateway_control: str = ""  # the session's gateway (host-only socket), where approvals happen
+    gateway_token: str = ""
 
     def owner_alive(self) -> bool:
         if self.owner == DETACHED:
@@ -263,6 +266,36 @@ def session_labels(
     }
 
 
+SANDBOX_BIN = "/opt/harness"
+
+
+def sandbox_bin_dir(locations: Locations) -> str:
+    """harness's own files for inside the sandbox, copied once per version (executable, read-only in)."""
+    import hashlib
+
+    from harness.paths import ensure_private_dir
+
+    sources = {
+        "agent.py": Path(__file__).with_name("sandbox_agent.py"),
+        "harness-sh": Path(__file__).with_name("sandbox_shell.py"),
+        "bashrc": Path(__file__).with_name("sandbox_bashrc"),
+    }
+    contents = {name: path.read_bytes() for name, path in sources.items()}
+    digest = hashlib.sha256(b"".join(contents[n] for n in sorted(contents))).hexdigest()[:16]
+    target = ensure_private_dir(locations.runtime_dir) / "sandbox-bin" / digest
+    if not (target / "harness-sh").exists():
+        staging = target.with_name(f".{digest}.{os.getpid()}")
+        staging.mkdir(parents=True, exist_ok=True)
+        for name, data in contents.items():
+            (staging / name).write_bytes(data)
+            (staging / name).chmod(0o755)
+        staging.chmod(0o755)
+        target.parent.chmod(0o755)
+        with contextlib.suppress(OSError):
+            staging.rename(target)
+    return str(target)
+
+
 def new_session_id() -> str:
     return secrets.token_hex(5)
 
@@ -280,21 +313,34 @@ def session_spec(
     role: str = "session",
     mounts: PreparedMounts | None = None,
     netns_path: str | None = None,
+    gateway: SessionGateway | None = None,
+    sandbox_bin: str | None = None,
 ) -> SessionSpec:
-    from harness.backends.agent_client import AGENT_IN_SANDBOX, AGENT_SOURCE
     from harness.policy.seccomp import render
 
     prepared = mounts or prepare_mounts(plan)
-    if (
-        command is None
-    ):  # a keeper: the in-sandbox agent runs commands faster than the engine's exec
-        agent = Bind(str(AGENT_SOURCE), AGENT_IN_SANDBOX, True)
-        prepared = replace(prepared, binds=(*prepared.binds, agent))
+    env = sandbox_env(plan, session_id, tty=tty)
+    extra: list[Bind] = []
+    if sandbox_bin is not None:  # the agent, harness-sh and its bashrc, read-only
+        extra.append(Bind(sandbox_bin, SANDBOX_BIN, True))
+    if gateway is not None:
+        from harness.gateway.process import GATEWAY_DIR_IN_SANDBOX, GATEWAY_IN_SANDBOX
+
+        extra.append(Bind(gateway.socket_dir, GATEWAY_DIR_IN_SANDBOX, True))
+        env.update(
+            {
+                "SHELL": f"{SANDBOX_BIN}/harness-sh",
+                "HARNESS_GATEWAY": GATEWAY_IN_SANDBOX,
+                "HARNESS_GATEWAY_TOKEN": gateway.token,
+                "HARNESS_APPROVAL_POLICY": gateway.policy,
+            }
+        )
+    prepared = replace(prepared, binds=(*prepared.binds, *extra))
     return SessionSpec(
         session_id=session_id,
         image=image,
         plan=plan,
-        env=sandbox_env(plan, session_id, tty=tty),
+        env=env,
         labels=session_labels(session_id, plan, detached=detached, role=role),
         seccomp_json=render(plan.seccomp_profile),
         mounts=prepared,
@@ -383,6 +429,8 @@ class Sessions:
     asker: Asker | None = None
     progress: Progress = field(default=lambda line: None)
     no_human_reason: str = "no terminal to ask"
+    # the approval console for a foreground session (the CLI attaches one when it has a terminal)
+    console_factory: Callable[[SessionRecord], Any] | None = None
 
     @property
     def store(self) -> SessionStore:
@@ -460,6 +508,7 @@ class Sessions:
 
             with contextlib.suppress(HarnessError, OSError):
                 stop_network(self.locations, session_id)
+        self._stop_gateway(session_id)
         remove_created_mount_points(spec_mounts)
         self.store.remove(session_id)
         if audit is not None and handle is not None:
@@ -595,8 +644,11 @@ class Sessions:
         stdin: bool,
         on_ready: Callable[[SessionRecord], None] = lambda record: None,
     ) -> int:
-        """A keeper sandbox (with its network, for an allowlist); run argv in it unless detached."""
+        """A keeper sandbox with its gateway (and its network, for an allowlist); run argv in it
+        unless detached."""
+        from harness.gateway.process import start_gateway
         from harness.net.process import start_network
+        from harness.policy.plan import plan_to_json
 
         allowlist = plan.network.mode is NetworkMode.ALLOWLIST
         session_id = start.session_id
@@ -604,10 +656,25 @@ class Sessions:
         mounts = PreparedMounts((), ())
         with terminate_as_exception():
             try:
+                escalated = plan_for(settings, SandboxMode.DANGER_FULL_ACCESS, NetworkMode.FULL)
+                gateway = start_gateway(
+                    self.locations,
+                    session_id,
+                    context_to_json(start.context),
+                    settings.audit_paths,
+                    {"backend": backend.name, "image": image, "plan": plan_to_json(escalated)},
+                )
+                control = {"socket": gateway.control, "token": gateway.token}
+                policy = start.context.policy.value
                 netns_path = None
                 if allowlist and not _adopts_namespaces(backend):
                     netns_path = start_network(
-                        self.locations, session_id, settings.network_rules, settings.audit_paths
+                        self.locations,
+                        session_id,
+                        settings.network_rules,
+                        settings.audit_paths,
+                        control=control,
+                        policy=policy,
                     ).netns_path
                 spec = session_spec(
                     backend,
@@ -619,6 +686,8 @@ class Sessions:
                     stdin=False,
                     detached=detach,
                     netns_path=netns_path,
+                    gateway=gateway,
+                    sandbox_bin=sandbox_bin_dir(self.locations),
                 )
                 mounts = spec.mounts
                 handle = backend.create(spec)
@@ -632,10 +701,14 @@ class Sessions:
                         settings.network_rules,
                         settings.audit_paths,
                         adopt_pid=pid,
+                        control=control,
+                        policy=policy,
                     )
                 record = replace(
                     self._record(spec, handle, settings, start.context),
                     agent=self._wait_for_agent(backend, handle),
+                    gateway_control=gateway.control,
+                    gateway_token=gateway.token,
                 )
                 self.store.save(record)
                 if start.audit is not None:
@@ -650,12 +723,32 @@ class Sessions:
                 on_ready(record)
                 if detach:
                     return 0
-                return self._exec_in(backend, record, argv, tty=tty, stdin=stdin, audit=start.audit)
+                with self._console(record) as console:
+                    return self._exec_in(
+                        backend,
+                        record,
+                        argv,
+                        tty=tty,
+                        stdin=stdin,
+                        audit=start.audit,
+                        interrupt=console,
+                    )
             finally:
                 if not detach or sys.exc_info()[0] is not None:
                     self._teardown(
                         backend, handle, session_id, mounts, start.audit, network=allowlist
                     )
+
+    @contextlib.contextmanager
+    def _console(self, record: SessionRecord) -> Iterator[Any]:
+        if self.console_factory is None or not record.gateway_control:
+            yield None
+            return
+        console = self.console_factory(record)
+        try:
+            yield console
+        finally:
+            console.close()
 
     @staticmethod
     def _wait_for_agent(backend: Backend, handle: Handle, timeout: float = 5.0) -> str:
@@ -683,6 +776,7 @@ class Sessions:
         stdin: bool,
         audit: MultiAuditLog | None,
         workdir: str | None = None,
+        interrupt: Any = None,
     ) -> int:
         env = dict(record.env)
         if tty:
@@ -698,7 +792,7 @@ class Sessions:
                 command=list(argv),
                 backend=record.backend,
             )
-        code = self._exec_fast_or_engine(backend, record, spec)
+        code = self._exec_fast_or_engine(backend, record, spec, interrupt)
         if audit is not None:
             audit.append(
                 "command.finished",
@@ -710,7 +804,9 @@ class Sessions:
         return code
 
     @staticmethod
-    def _exec_fast_or_engine(backend: Backend, record: SessionRecord, spec: ExecSpec) -> int:
+    def _exec_fast_or_engine(
+        backend: Backend, record: SessionRecord, spec: ExecSpec, interrupt: Any = None
+    ) -> int:
         from harness.backends.agent_client import AgentUnavailable, run_via_agent
 
         sandbox = ProcessId.from_label(record.agent) if record.agent else None
@@ -723,6 +819,7 @@ class Sessions:
                     env=spec.env,
                     tty=spec.tty,
                     stdin=spec.stdin,
+                    interrupt=interrupt,
                 )
             except AgentUnavailable:
                 pass  # not started yet, or killed inside the sandbox: the engine can still exec
@@ -777,23 +874,29 @@ class Sessions:
         record = self.find(session_id, cwd)
         # the session's own audit logs (an admin's path included) get its commands
         audit = self._audit([Path(p) for p in record.audit_paths] or list(audit_paths))
-        context = record.policy_context()
-        broker = ApprovalBroker(
-            context,
-            session=record.session_id,
-            asker=self.asker,
-            audit=audit,
-            no_human_reason=self.no_human_reason,
-        )
         workdir = (
             str(cwd)
-            if cwd is not None and str(cwd).startswith(record.workspace)
+            if cwd is not None
+            and (str(cwd) == record.workspace or str(cwd).startswith(record.workspace + "/"))
             else record.workdir
         )
-        request = ApprovalRequest.for_argv(
-            argv, workdir, escalate=escalate, justification=justification
-        )
-        self._approve(broker, request)
+        if record.gateway_control:
+            # the session's gateway decides: one ID sequence, one "approve for session" memory
+            self._approve_at_gateway(record, argv, workdir, escalate, justification, tty=tty)
+        else:
+            broker = ApprovalBroker(
+                record.policy_context(),
+                session=record.session_id,
+                asker=self.asker,
+                audit=audit,
+                no_human_reason=self.no_human_reason,
+            )
+            self._approve(
+                broker,
+                ApprovalRequest.for_argv(
+                    argv, workdir, escalate=escalate, justification=justification
+                ),
+            )
         if escalate:
             if settings_for_escalation is None:
                 raise SessionError(
@@ -808,6 +911,67 @@ class Sessions:
         return self._exec_in(
             backend, record, argv, tty=tty, stdin=stdin, audit=audit, workdir=workdir
         )
+
+    def _approve_at_gateway(
+        self,
+        record: SessionRecord,
+        argv: Sequence[str],
+        workdir: str,
+        escalate: bool,
+        justification: str | None,
+        *,
+        tty: bool,
+    ) -> None:
+        """Ask the session's gateway; with a terminal, answer our own question here if it asks."""
+        import threading
+
+        from harness.gateway.process import ask
+
+        message = {
+            "op": "run",
+            "token": record.gateway_token,
+            "argv": list(argv),
+            "cwd": workdir,
+            "escalate": escalate,
+            "justification": justification,
+        }
+        console = (
+            self.console_factory(record) if (tty and self.console_factory is not None) else None
+        )
+        result: dict[str, Any] = {}
+        errors: list[BaseException] = []
+
+        def request() -> None:
+            try:
+                result.update(ask(record.gateway_control, message))
+            except BaseException as error:  # re-raised in this thread below
+                errors.append(error)
+
+        worker = threading.Thread(target=request, daemon=True)
+        worker.start()
+        try:
+            while worker.is_alive():
+                if console is not None:
+                    import select
+
+                    if select.select([console.fd], [], [], 0.05)[0]:
+                        console.handle()
+                else:
+                    worker.join(0.05)
+        finally:
+            if console is not None:
+                console.close()
+        if errors:
+            raise errors[0]
+        if result.get("error"):
+            raise SessionError(f"the session's gateway refused the request: {result['error']}")
+        if result.get("decision") != "allow":
+            reason = str(result.get("reason") or "denied")
+            feedback = result.get("feedback") if isinstance(result.get("feedback"), str) else None
+            text = f"denied ({result.get('approval_id', '-')}): {reason}"
+            if feedback:
+                text += f"\nharness: feedback from the reviewer: {feedback}"
+            raise PolicyDenied(text, reason=reason, feedback=feedback)
 
     def _run_escalated(
         self,
@@ -865,11 +1029,18 @@ class Sessions:
                     backend.destroy(Handle(backend.name, info.container_id, record.session_id))
             remove_created_mount_points(PreparedMounts((), (), record.created_on_host))
             self._stop_network(record.session_id)
+            self._stop_gateway(record.session_id)
             self.store.remove(record.session_id)
             removed.append(record.session_id)
         if everything:
             removed += self._sweep(lambda info: True)
         return removed
+
+    def _stop_gateway(self, session_id: str) -> None:
+        from harness.gateway.process import stop_gateway
+
+        with contextlib.suppress(HarnessError, OSError):
+            stop_gateway(self.locations, session_id)
 
     def _stop_network(self, session_id: str) -> None:
         from harness.net.process import stop_network

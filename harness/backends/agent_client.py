@@ -18,8 +18,9 @@ import stat
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
-from harness.backends.stream import Terminal, on_resize, raw_mode
+from harness.backends.stream import Terminal, cooked, on_resize, raw_mode
 from harness.errors import BackendError
 from harness.procs import ProcessId
 
@@ -42,6 +43,19 @@ MAX_FRAME = 1 << 20
 
 class AgentUnavailable(BackendError):
     """The agent cannot be reached; the engine's exec is used instead."""
+
+
+class Interrupt(Protocol):
+    """Something that needs the terminal while a command runs (the approval console).
+
+    When `fd` is readable the pump stops relaying, hands the terminal over in normal
+    (cooked) mode to `handle()`, then resumes; output waits in the socket meanwhile.
+    """
+
+    @property
+    def fd(self) -> int: ...
+
+    def handle(self) -> None: ...
 
 
 def open_agent(sandbox: ProcessId) -> socket.socket:
@@ -117,6 +131,7 @@ def run_via_agent(
     tty: bool,
     stdin: bool,
     terminal: Terminal | None = None,
+    interrupt: Interrupt | None = None,
 ) -> int:
     """Run one command through the agent with live stdio; return its exit code."""
     term = terminal or Terminal()
@@ -140,7 +155,7 @@ def run_via_agent(
                 with contextlib.suppress(OSError):
                     _send(sock, RESIZE, struct.pack(">HH", *current))
 
-        def interrupt(signum: int, _frame: object) -> None:
+        def forward_signal(signum: int, _frame: object) -> None:
             with contextlib.suppress(OSError):
                 _send(sock, SIGNAL, bytes([signum]))
 
@@ -150,16 +165,25 @@ def run_via_agent(
                 stack.enter_context(on_resize(resize))
             else:
                 for sig in (signal.SIGINT, signal.SIGTERM):
-                    previous = signal.signal(sig, interrupt)
+                    previous = signal.signal(sig, forward_signal)
                     stack.callback(signal.signal, sig, previous)
-            return _pump(sock, term, forward_stdin=stdin)
+            return _pump(sock, term, forward_stdin=stdin, interrupt=interrupt, raw=tty)
     finally:
         sock.close()
 
 
-def _pump(sock: socket.socket, term: Terminal, *, forward_stdin: bool) -> int:
+def _pump(
+    sock: socket.socket,
+    term: Terminal,
+    *,
+    forward_stdin: bool,
+    interrupt: Interrupt | None = None,
+    raw: bool = False,
+) -> int:
     selector = selectors.DefaultSelector()
     selector.register(sock, selectors.EVENT_READ, "agent")
+    if interrupt is not None:
+        selector.register(interrupt.fd, selectors.EVENT_READ, "interrupt")
     if forward_stdin:
         try:
             selector.register(term.stdin, selectors.EVENT_READ, "stdin")
@@ -169,6 +193,10 @@ def _pump(sock: socket.socket, term: Terminal, *, forward_stdin: bool) -> int:
     try:
         while True:
             for key, _ in selector.select():
+                if key.data == "interrupt" and interrupt is not None:
+                    with cooked(term.stdin) if raw else contextlib.nullcontext():
+                        interrupt.handle()
+                    break  # the other events may be stale after the pause: select again
                 if key.data == "stdin":
                     data = os.read(term.stdin, 65536)
                     if data:

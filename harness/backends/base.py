@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from harness.backends.mounts import PreparedMounts
+from harness.backends.stream import Terminal
 from harness.policy.plan import SandboxPlan
 
 LABEL_SESSION = "harness.session"
@@ -102,7 +103,7 @@ class Backend(Protocol):
         sandbox with a command waits for `attach`, so no output is lost."""
         ...
 
-    def attach(self, handle: Handle, spec: SessionSpec) -> int:
+    def attach(self, handle: Handle, spec: SessionSpec, terminal: Terminal | None = None) -> int:
         """Start the main process of a created sandbox with live stdio; return its exit code."""
         ...
 

@@ -12,6 +12,7 @@ from harness.backends.base import LABEL_SESSION, ExecSpec, Handle, SandboxInfo, 
 from harness.backends.engine_api import EngineAPI, EngineAPIError
 from harness.backends.retry import transient_retry
 from harness.backends.session_io import attach_stream
+from harness.backends.stream import Terminal
 from harness.errors import BackendError
 
 EXEC_EXIT_POLLS = 300
@@ -80,7 +81,7 @@ class EngineBackend:
                 raise
         return handle
 
-    def attach(self, handle: Handle, spec: SessionSpec) -> int:
+    def attach(self, handle: Handle, spec: SessionSpec, terminal: Terminal | None = None) -> int:
         self.ready()
         path = self._path(f"/containers/{handle.container_id}")
         stream = self.api.hijack(
@@ -100,7 +101,9 @@ class EngineBackend:
                 ok=(200, 201, 204, 409, 500),
             )
 
-        attach_stream(stream, start=start, resize=resize, tty=spec.tty, stdin=spec.stdin)
+        attach_stream(
+            stream, start=start, resize=resize, tty=spec.tty, stdin=spec.stdin, terminal=terminal
+        )
         return self.wait_exit_code(handle.container_id)
 
     def exec(self, handle: Handle, spec: ExecSpec) -> int:

@@ -19,10 +19,16 @@ def _resize_now(terminal: Terminal, resize: Resize) -> None:
 
 
 def attach_stream(
-    stream: socket.socket, *, start: Callable[[], None], resize: Resize, tty: bool, stdin: bool
+    stream: socket.socket,
+    *,
+    start: Callable[[], None],
+    resize: Resize,
+    tty: bool,
+    stdin: bool,
+    terminal: Terminal | None = None,
 ) -> None:
     """Attached before start, so not one byte of output is lost; then pump until the process ends."""
-    terminal = Terminal()
+    terminal = terminal or Terminal()
     try:
         with raw_mode(terminal.stdin) if tty else contextlib.nullcontext():
             start()
@@ -36,7 +42,3 @@ def attach_stream(
                 pump(stream, terminal, tty_mode=tty, forward_stdin=stdin)
     finally:
         stream.close()
-
-
-def exec_stream(stream: socket.socket, *, resize: Resize, tty: bool, stdin: bool) -> None:
-    attach_stream(stream, start=lambda: None, resize=resize, tty=tty, stdin=stdin)

@@ -58,6 +58,24 @@ def raw_mode(fd: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def cooked(fd: int) -> Iterator[None]:
+    """Normal line-editing mode for a moment (a question inside a raw session), then raw again."""
+    if not os.isatty(fd):
+        yield
+        return
+    raw = termios.tcgetattr(fd)
+    cooked_mode = termios.tcgetattr(fd)
+    cooked_mode[3] |= termios.ECHO | termios.ICANON | termios.ISIG  # lflag
+    cooked_mode[1] |= termios.OPOST  # oflag: \n becomes \r\n again
+    cooked_mode[0] |= termios.ICRNL  # iflag: Enter is a newline
+    try:
+        termios.tcsetattr(fd, termios.TCSADRAIN, cooked_mode)
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, raw)
+
+
+@contextlib.contextmanager
 def on_resize(callback: Callable[[], None]) -> Iterator[None]:
     previous = signal.signal(signal.SIGWINCH, lambda *_: callback())
     try:

@@ -38,7 +38,7 @@ def fast_exec(args: Sequence[str]) -> int | None:
     if parsed is None:
         return None
     session, command = parsed
-    from harness.cli.console import has_terminal, terminal_asker
+    from harness.cli.console import GatewayConsole, has_terminal, terminal_asker
     from harness.paths import Locations
     from harness.session import Sessions
 
@@ -51,5 +51,10 @@ def fast_exec(args: Sequence[str]) -> int | None:
         asker=asker,
         progress=progress,
         no_human_reason="no terminal to ask" if asker is None else "nobody answering",
+        console_factory=(
+            (lambda record: GatewayConsole(record.gateway_control, record.gateway_token))
+            if asker
+            else None
+        ),
     )
     return sessions.exec(session, command, tty=has_terminal(), stdin=True, cwd=Path.cwd())

@@ -298,7 +298,7 @@ def _progress(line: str) -> None:
 
 
 def _sessions() -> Any:
-    from harness.cli.console import terminal_asker
+    from harness.cli.console import GatewayConsole, terminal_asker
     from harness.session import Sessions
 
     asker = terminal_asker()
@@ -307,6 +307,11 @@ def _sessions() -> Any:
         asker=asker,
         progress=_progress,
         no_human_reason="no terminal to ask" if asker is None else "nobody answering",
+        console_factory=(
+            (lambda record: GatewayConsole(record.gateway_control, record.gateway_token))
+            if asker
+            else None
+        ),
     )
 
 

@@ -41,7 +41,7 @@ async def read_message(reader: asyncio.StreamReader, *, timeout: float) -> dict[
         if length > MAX_MESSAGE:
             raise ProtocolError(f"message of {length} bytes is over the {MAX_MESSAGE}-byte limit")
         body = await asyncio.wait_for(reader.readexactly(length), timeout)
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         raise ProtocolError("too slow: the message did not arrive in time") from None
     except asyncio.IncompleteReadError:
         raise ProtocolError("the connection closed in the middle of a message") from None
@@ -78,13 +78,17 @@ class CommandRequest:
             or not all(isinstance(a, str) and "\x00" not in a for a in argv)
         ):
             raise ProtocolError("argv must be a non-empty list of strings without NUL")
-        if shell is not None and (not isinstance(shell, str) or not shell or len(shell) > MAX_TEXT or "\x00" in shell):
+        if shell is not None and (
+            not isinstance(shell, str) or not shell or len(shell) > MAX_TEXT or "\x00" in shell
+        ):
             raise ProtocolError("shell must be a non-empty string without NUL")
         cwd = message.get("cwd", "/")
         if not isinstance(cwd, str) or not cwd.startswith("/") or "\x00" in cwd or len(cwd) > 4096:
             raise ProtocolError("cwd must be an absolute path")
         justification = message.get("justification")
-        if justification is not None and (not isinstance(justification, str) or len(justification) > MAX_TEXT):
+        if justification is not None and (
+            not isinstance(justification, str) or len(justification) > MAX_TEXT
+        ):
             raise ProtocolError("justification must be a string")
         flags = {key: message.get(key, False) for key in ("escalate", "after_denial")}
         if not all(isinstance(v, bool) for v in flags.values()):

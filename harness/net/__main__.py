@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from harness.errors import HarnessError
 from harness.policy.rules import NetworkRule, Origin
 
 PROXY_PORT = 3128
@@ -39,33 +40,43 @@ def _rules(data: list[dict[str, Any]]) -> tuple[NetworkRule, ...]:
 
 async def _serve(config: dict[str, Any], listener: Any, stop: asyncio.Event) -> None:
     from harness.audit import MultiAuditLog
-    from harness.net.proxy import EgressProxy, StaticResolver, SystemResolver
+    from harness.net.proxy import Approval, EgressProxy, StaticResolver, SystemResolver
+    from harness.policy.modes import ApprovalPolicy
 
     paths = [Path(p) for p in config.get("audit_paths", [])]
     audit_log = MultiAuditLog(paths) if paths else None
-
-    def audit(event: str, **fields: object) -> None:
-        if audit_log is not None:
-            with contextlib.suppress(
-                Exception
-            ):  # the log must not stop traffic it cannot record... but
-                audit_log.append(event, **fields)
-
     hosts = config.get("resolve") or {}
-    resolver = StaticResolver(hosts) if hosts else SystemResolver()
+    control = config.get("control")
+
+    async def ask(host: str, port: int) -> Approval:
+        """A domain no rule covers: the session's gateway asks its console."""
+        from harness.gateway.process import ask as ask_gateway
+
+        assert control is not None  # noqa: S101 - only passed when there is one
+        message = {"op": "network", "token": control["token"], "host": host, "port": port}
+        loop = asyncio.get_running_loop()
+        try:
+            answer = await loop.run_in_executor(None, ask_gateway, control["socket"], message)
+        except HarnessError:
+            return Approval.DENY
+        return {"once": Approval.ALLOW_ONCE, "session": Approval.ALLOW_SESSION}.get(
+            str(answer.get("choice")), Approval.DENY
+        )
+
     proxy = EgressProxy(
-        rules=_rules(config["rules"]),
-        resolver=resolver,
-        audit=audit,
-        ask=None,
+        _rules(config["rules"]),
+        resolver=StaticResolver(hosts) if hosts else SystemResolver(),
+        audit=audit_log.append if audit_log is not None else None,
+        ask=ask if control else None,
+        policy=ApprovalPolicy.parse(config.get("policy", "untrusted")),
         session=config["session"],
     )
     server = asyncio.ensure_future(proxy.serve(listener))
     await stop.wait()
-    server.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await server
     await proxy.close()
+    server.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await server
 
 
 def serve(config_path: str) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 HARNESS = str(Path(sys.executable).with_name("harness"))
+ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 class Terminal:
@@ -32,13 +33,17 @@ class Terminal:
             os.execve(argv[0], argv, env)
         self.pid, self.fd = pid, fd
         self.output = b""
+        self.cursor = 0  # expect() searches what came after its last match
 
     def expect(self, pattern: str, timeout: float = 90) -> str:
         deadline = time.monotonic() + timeout
         regex = re.compile(pattern.encode())
         while time.monotonic() < deadline:
-            match = regex.search(self.output)
+            match = regex.search(
+                ANSI.sub(b"", self.output), self.cursor
+            )  # colours are not the text
             if match:
+                self.cursor = match.end()
                 return match.group(0).decode(errors="replace")
             ready, _, _ = select.select([self.fd], [], [], 0.2)
             if ready:
@@ -111,7 +116,7 @@ def test_approval_prompt_on_the_terminal(
         term_env,
     )
     denied.expect(r"approval needed")
-    denied.expect(r"command: touch made")
+    denied.expect(r"command\s+touch made")
     denied.expect(r"\[f\]eedback")
     denied.send("f\r")
     denied.expect(r"feedback:")
@@ -129,3 +134,59 @@ def test_approval_prompt_on_the_terminal(
     approved.send("a\r")
     assert approved.wait() == 0
     assert (workspace / "made").exists()
+
+
+STAND_IN = """
+import os, subprocess, sys
+
+def sh(command):
+    result = subprocess.run([os.environ["SHELL"], "-c", command], capture_output=True, text=True)
+    print(f"[{command}] rc={result.returncode} out={result.stdout.strip()!r} err={result.stderr.strip()!r}", flush=True)
+
+sh("ls probe.py")
+sh("git push --force origin main")
+for attempt in range(3):
+    # a route lookup sends no packet: it only needs a network, which the sandbox does not have
+    sh("ip route get 192.0.2.1")
+print("stand-in done", flush=True)
+"""
+
+
+def test_agent_stand_in_through_the_console(
+    engine: str, term_env: dict[str, str], workspace: Path, containers
+) -> None:  # type: ignore[no-untyped-def]
+    (workspace / "stand_in.py").write_text(STAND_IN)
+    config = Path(term_env["XDG_CONFIG_HOME"]) / "harness" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text('[[prefix_rules]]\npattern = "git push --force"\naction = "prompt"\n')
+    term = Terminal(
+        [HARNESS, "up", "--backend", engine, "--profile", "auto", "--", "python3", "stand_in.py"],
+        workspace,
+        term_env,
+    )
+    term.expect(
+        r"\[ls probe.py\] rc=0 out='probe.py'"
+    )  # known-safe and inside the sandbox: no prompt
+
+    term.expect(r"approval needed: command")
+    term.expect(r"git push --force origin main")
+    term.expect(r"\[f\]eedback: ")
+    term.send("f\r")
+    term.expect(r"feedback: ")
+    term.send("use a branch\r")
+    term.expect(r"\[git push --force origin main\] rc=126 .*use a branch")
+
+    for answer in ("a", "s"):  # once, then for the session
+        term.expect(r"approval needed: escalation")
+        term.expect(r"ip route get 192.0.2.1")
+        before = len(term.output)
+        term.expect(r"\[f\]eedback: ")
+        term.send(f"{answer}\r")
+        term.expect(r"\[ip route get 192.0.2.1\] rc=0 out='192.0.2.1 via ")
+        assert b"approval needed" not in term.output[before:]
+    before = len(term.output)
+    term.expect(r"stand-in done")
+    third = term.output[before:]
+    assert b"approval needed" not in third  # "for the session" let the third through unasked
+    assert term.wait() == 0
+    assert containers(engine) == []

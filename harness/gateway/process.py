@@ -1,0 +1,99 @@
+"""Starting and stopping a session's gateway process, and asking it from the host."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.daemons import config_dir, start_daemon, stop_daemon
+from harness.errors import BackendError
+from harness.gateway.protocol import HEAD, MAX_MESSAGE, encode
+from harness.paths import Locations
+
+KIND = "gateway"
+GATEWAY_DIR_IN_SANDBOX = "/run/harness-gateway"
+GATEWAY_IN_SANDBOX = f"{GATEWAY_DIR_IN_SANDBOX}/gateway.sock"
+
+
+@dataclass(frozen=True)
+class SessionGateway:
+    session_id: str
+    token: str
+    socket_dir: str  # host folder holding gateway.sock, mounted read-only into the sandbox
+    control: str  # host-only socket
+    policy: str  # the session's approval policy (harness-sh offers escalation under on-request)
+
+
+def start_gateway(
+    locations: Locations,
+    session_id: str,
+    context: dict[str, Any],
+    audit_paths: Iterable[Path],
+    escalation: dict[str, Any] | None,
+) -> SessionGateway:
+    folder = config_dir(locations, KIND) / session_id
+    folder.mkdir(mode=0o755, exist_ok=True)
+    folder.chmod(0o755)  # the sandbox's user must reach the socket through the mount
+    token = secrets.token_hex(16)
+    control = str(config_dir(locations, KIND) / f"{session_id}.control")
+    config = {
+        "session": session_id,
+        "token": token,
+        "context": context,
+        "audit_paths": [str(p) for p in audit_paths],
+        "gateway_socket": str(folder / "gateway.sock"),
+        "control_socket": control,
+        "escalation": escalation,
+    }
+    start_daemon(locations, KIND, "harness.gateway", session_id, config)
+    return SessionGateway(session_id, token, str(folder), control, str(context["policy"]))
+
+
+def stop_gateway(locations: Locations, session_id: str) -> bool:
+    stopped = stop_daemon(locations, KIND, session_id)
+    folder = config_dir(locations, KIND) / session_id
+    for leftover in (
+        folder / "gateway.sock",
+        config_dir(locations, KIND) / f"{session_id}.control",
+    ):
+        leftover.unlink(missing_ok=True)
+    if folder.exists():
+        folder.rmdir()
+    return stopped
+
+
+def ask(control: str, message: dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
+    """One question to a gateway's control socket; the answer as JSON."""
+    import json
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(control)
+        sock.sendall(encode(message))
+        head = _read_exact(sock, HEAD.size)
+        (length,) = HEAD.unpack(head)
+        if length > MAX_MESSAGE:
+            raise BackendError("the gateway sent an oversized answer")
+        answer = json.loads(_read_exact(sock, length))
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"the session's gateway did not answer ({exc})") from None
+    finally:
+        sock.close()
+    if not isinstance(answer, dict):
+        raise BackendError("the session's gateway sent a malformed answer")
+    return answer
+
+
+def _read_exact(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise OSError("connection closed")
+        data += chunk
+    return data
