@@ -10,8 +10,8 @@ from __future__ import annotations
 import enum
 import os
 from dataclasses import dataclass, field
-from typing import Any
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from harness.policy.envpolicy import EnvPolicy
 from harness.policy.modes import FilesystemAccess, NetworkMode, SandboxMode
@@ -203,7 +203,9 @@ def plan_to_json(plan: SandboxPlan) -> dict[str, object]:
         "tmpfs": [[t.guest_path, t.size_bytes, t.mode] for t in plan.tmpfs],
         "read_only_root": plan.read_only_root,
         "network": plan.network.mode.value,
-        "network_rules": [[r.domain, r.allow, r.port, r.origin.layer, r.origin.path] for r in plan.network.rules],
+        "network_rules": [
+            [r.domain, r.allow, r.port, r.origin.layer, r.origin.path] for r in plan.network.rules
+        ],
         "seccomp_profile": plan.seccomp_profile,
         "cap_drop_all": plan.cap_drop_all,
         "cap_add": list(plan.cap_add),
@@ -231,7 +233,10 @@ def plan_from_json(data: dict[str, Any]) -> SandboxPlan:
         read_only_root=bool(data["read_only_root"]),
         network=NetworkPlan(
             NetworkMode.parse(data["network"]),
-            tuple(NetworkRule(d, a, p, Origin(layer, path)) for d, a, p, layer, path in data["network_rules"]),
+            tuple(
+                NetworkRule(d, a, p, Origin(layer, path))
+                for d, a, p, layer, path in data["network_rules"]
+            ),
         ),
         seccomp_profile=data["seccomp_profile"],
         cap_drop_all=bool(data["cap_drop_all"]),
