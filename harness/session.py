@@ -17,6 +17,7 @@ import resource
 import secrets
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -973,6 +974,113 @@ class Sessions:
                 text += f"\nharness: feedback from the reviewer: {feedback}"
             raise PolicyDenied(text, reason=reason, feedback=feedback)
 
+    def exec_captured(
+        self,
+        session_id: str,
+        argv: Sequence[str] | None = None,
+        *,
+        shell: str | None = None,
+        cwd: str | None = None,
+        escalate: bool = False,
+        justification: str | None = None,
+    ) -> CommandResult:
+        """Run one command in a session and return its output (for the MCP server and scripts).
+
+        Approval happens at the session's gateway, exactly as for `harness exec` and
+        harness-sh; an approved escalation runs in a sibling sandbox through the gateway.
+        """
+        record = self.find(session_id)
+        if not record.gateway_control:
+            raise SessionError(
+                f"session {record.session_id} has no gateway; start it with `harness up`."
+            )
+        workdir = (
+            cwd
+            if cwd and (cwd == record.workspace or cwd.startswith(record.workspace + "/"))
+            else record.workdir
+        )
+        command = list(argv) if argv is not None else ["bash", "-c", shell or ""]
+        if escalate:
+            return _escalate_through_gateway(record, command, workdir, justification)
+        self._approve_at_gateway(record, command, workdir, False, justification, tty=False)
+        from harness.backends.registry import BACKENDS
+        from harness.backends.stream import Terminal
+
+        backend = BACKENDS[record.backend](self.locations)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
+        readers = [
+            threading.Thread(target=_drain, args=(fd, chunks[fd]), daemon=True)
+            for fd in (out_r, err_r)
+        ]
+        for reader in readers:
+            reader.start()
+        try:
+            spec = ExecSpec(
+                tuple(command), workdir, record.user, dict(record.env), tty=False, stdin=False
+            )
+            audit = self._audit([Path(p) for p in record.audit_paths])
+            code = self._exec_captured_run(
+                backend, record, spec, Terminal(devnull, out_w, err_w), audit
+            )
+        finally:
+            for fd in (out_w, err_w, devnull):
+                os.close(fd)
+            for reader in readers:
+                reader.join(timeout=30)
+        return CommandResult(
+            code,
+            b"".join(chunks[out_r]).decode(errors="replace"),
+            b"".join(chunks[err_r]).decode(errors="replace"),
+        )
+
+    def _exec_captured_run(
+        self,
+        backend: Backend,
+        record: SessionRecord,
+        spec: ExecSpec,
+        terminal: Any,
+        audit: MultiAuditLog | None,
+    ) -> int:
+        from harness.backends.agent_client import AgentUnavailable, run_via_agent
+
+        started = time.monotonic()
+        if audit is not None:
+            audit.append(
+                "command.started",
+                session=record.session_id,
+                command=list(spec.argv),
+                backend=record.backend,
+            )
+        sandbox = ProcessId.from_label(record.agent) if record.agent else None
+        code: int | None = None
+        if sandbox is not None:
+            with contextlib.suppress(AgentUnavailable):
+                code = run_via_agent(
+                    sandbox,
+                    spec.argv,
+                    cwd=spec.workdir,
+                    env=spec.env,
+                    tty=False,
+                    stdin=False,
+                    terminal=terminal,
+                )
+        if code is None:
+            raise SessionError(
+                "the session's agent is not reachable; capture needs it (an image with python3)"
+            )
+        if audit is not None:
+            audit.append(
+                "command.finished",
+                session=record.session_id,
+                command=list(spec.argv),
+                exit_code=code,
+                duration_ms=round((time.monotonic() - started) * 1000, 1),
+            )
+        return code
+
     def _run_escalated(
         self,
         record: SessionRecord,
@@ -1124,6 +1232,80 @@ class Sessions:
                 )
                 removed.append(info.labels.get(LABEL_SESSION, info.container_id[:12]))
         return removed
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def _drain(fd: int, into: list[bytes]) -> None:
+    while chunk := os.read(fd, 65536):
+        into.append(chunk)
+    os.close(fd)
+
+
+def _escalate_through_gateway(
+    record: SessionRecord, command: Sequence[str], cwd: str, justification: str | None
+) -> CommandResult:
+    """Speak to the gateway as harness-sh does: approval, then the sibling sandbox's output."""
+    import socket
+
+    from harness.gateway.process import GATEWAY_IN_SANDBOX
+    from harness.gateway.protocol import EXIT, FRAME, HEAD, STDERR, STDOUT, encode
+
+    socket_dir = Path(record.gateway_control).with_suffix("")
+    path = socket_dir / Path(GATEWAY_IN_SANDBOX).name
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(path))
+        sock.sendall(
+            encode(
+                {
+                    "op": "run",
+                    "token": record.gateway_token,
+                    "argv": list(command),
+                    "cwd": cwd,
+                    "escalate": True,
+                    "justification": justification,
+                }
+            )
+        )
+        reader = sock.makefile("rb")
+        (length,) = HEAD.unpack(reader.read(HEAD.size))
+        answer = json.loads(reader.read(length))
+        if answer.get("decision") != "allow":
+            reason = str(answer.get("reason") or "denied")
+            feedback = answer.get("feedback") if isinstance(answer.get("feedback"), str) else None
+            raise PolicyDenied(
+                f"denied ({answer.get('approval_id', '-')}): {reason}",
+                reason=reason,
+                feedback=feedback,
+            )
+        out: list[bytes] = []
+        err: list[bytes] = []
+        while True:
+            head = reader.read(FRAME.size)
+            if len(head) < FRAME.size:
+                raise SessionError("the gateway closed the connection before the command ended")
+            kind, size = FRAME.unpack(head)
+            payload = reader.read(size)
+            if kind == STDOUT:
+                out.append(payload)
+            elif kind == STDERR:
+                err.append(payload)
+            elif kind == EXIT:
+                return CommandResult(
+                    int(payload or b"125"),
+                    b"".join(out).decode(errors="replace"),
+                    b"".join(err).decode(errors="replace"),
+                )
+    except OSError as exc:
+        raise SessionError(f"the session's gateway is not reachable ({exc})") from None
+    finally:
+        sock.close()
 
 
 def _orphaned(info: SandboxInfo) -> bool:
