@@ -490,6 +490,32 @@ def image_build(
     sys.stdout.write(reference + "\n")
 
 
+# -- approvals -----------------------------------------------------------------------
+
+
+@app.command("approvals")
+def approvals(
+    session: Annotated[str | None, typer.Option("--session", help="Only this session.")] = None,
+    paths: AuditPath = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The approval history: ID, command, decision, decider, feedback, time."""
+    from harness.approval.history import approval_history
+    from harness.audit import AuditLog
+
+    entries = [
+        e
+        for path in _audit_paths(paths)
+        for e in approval_history(AuditLog(path).records(), session=session)
+    ]
+    if as_json:
+        _emit_json([e.to_json() for e in entries])
+        return
+    from harness.cli.render import approval_table
+
+    approval_table(entries)
+
+
 # -- doctor --------------------------------------------------------------------------
 
 

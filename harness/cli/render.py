@@ -76,3 +76,27 @@ def audit_lines(records: Iterable[Any]) -> None:
         if fields.get("feedback"):
             parts.append(f"feedback={fields['feedback']!r}")
         sys.stdout.write("  ".join(str(p) for p in parts) + "\n")
+
+
+def approval_table(entries: Iterable[Any]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for column in ("id", "command", "decision", "decider", "feedback", "time"):
+        table.add_column(column, overflow="fold")
+    for entry in entries:
+        table.add_row(
+            *(
+                Text(v)
+                for v in (
+                    entry.approval_id,
+                    entry.command,
+                    entry.decision,
+                    entry.decider,
+                    entry.feedback or "",
+                    entry.time,
+                )
+            )
+        )
+    _console().print(table)

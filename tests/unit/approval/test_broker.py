@@ -116,3 +116,23 @@ def test_established_patterns_come_from_human_approvals() -> None:
     assert follow_up.allowed
     assert follow_up.decider is Decider.GUARDIAN
     assert len(human.seen) == 1
+
+
+def test_history_lists_every_decision_with_its_decider(tmp_path: Path) -> None:
+    from harness.approval.history import approval_history
+
+    log = AuditLog(tmp_path / "audit.jsonl")
+    human = ScriptedHuman(Answer(Choice.DENY, "use a branch"), Answer(Choice.APPROVE_ONCE))
+    broker = ApprovalBroker(untrusted(), session="s7", asker=human, audit=log)
+    broker.submit(request("ls"))
+    broker.submit(request("git push --force"))
+    broker.submit(request("make test"))
+    ApprovalBroker(untrusted(), session="other", audit=log).submit(request("ls"))
+    history = approval_history(log.records(), session="s7")
+    assert [(e.command, e.decision, e.decider, e.feedback) for e in history] == [
+        ("ls", "allow", "known-safe", None),
+        ("git push --force", "deny", "user", "use a branch"),
+        ("make test", "allow", "user", None),
+    ]
+    assert len({e.approval_id for e in history}) == 3
+    assert len(approval_history(log.records())) == 4
