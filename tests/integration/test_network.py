@@ -328,3 +328,77 @@ def test_nothing_left_after_normal_end_ctrl_c_and_kill_9(
             for pid in proxies.stdout.split()
             if net_env["XDG_STATE_HOME"] in Path(f"/proc/{pid}/environ").read_text(errors="replace")
         ], "a network process of this test is still running"
+
+
+def test_unlisted_domains_are_asked_through_the_console(
+    engine: str, harness_cli, net_env: dict[str, str], web: tuple[int, Path]
+) -> None:  # type: ignore[no-untyped-def]
+    from harness.gateway.process import ask  # noqa: F401 - the console speaks the same protocol
+    from harness.gateway.protocol import HEAD, encode
+
+    port, _ = web
+    up = harness_cli(
+        "up",
+        "-d",
+        "--backend",
+        engine,
+        "--profile",
+        "auto",
+        "--allow-domain",
+        "allowed.test",
+        env=net_env,
+    )
+    assert up.returncode == 0, up.stderr
+    session = up.stdout.split()[-1]
+    record = json.loads(
+        (Path(net_env["XDG_STATE_HOME"]) / "harness" / "sessions" / f"{session}.json").read_text()
+    )
+    console = __import__("socket").socket(__import__("socket").AF_UNIX)
+    console.connect(record["gateway_control"])
+    console.sendall(encode({"op": "console", "token": record["gateway_token"]}))
+    answers = iter(["approve-once", "deny", "approve-session"])
+    asked: list[str] = []
+
+    def answer_questions() -> None:
+        try:
+            while True:
+                head = console.recv(HEAD.size, __import__("socket").MSG_WAITALL)
+                if len(head) < HEAD.size:
+                    return
+                message = json.loads(
+                    console.recv(HEAD.unpack(head)[0], __import__("socket").MSG_WAITALL)
+                )
+                if message.get("type") == "pending":
+                    asked.append(message["command"])
+                    console.sendall(
+                        encode(
+                            {
+                                "type": "answer",
+                                "id": message["id"],
+                                "choice": next(answers),
+                                "feedback": None,
+                            }
+                        )
+                    )
+        except (OSError, StopIteration):
+            return
+
+    threading.Thread(target=answer_questions, daemon=True).start()
+    try:
+        # other.test is a test name on loopback: after the human's yes the request gets past the
+        # rules and stops at the DNS-rebinding check (a yes never opens private addresses), so
+        # the 403's reason tells which step refused it.
+        fetch = f"curl -sS -m 20 http://other.test:{port}/hello.txt"
+        bodies = [
+            harness_cli("exec", "--session", session, "--", "sh", "-c", fetch, env=net_env).stdout
+            for _ in range(4)
+        ]
+        past_rules = "resolves to 127.0.0.1"
+        assert past_rules in bodies[0]  # approved once
+        assert "other.test" in bodies[1] and past_rules not in bodies[1]  # asked again, denied
+        assert past_rules in bodies[2]  # approved for the session
+        assert past_rules in bodies[3]  # ...so the fourth is not asked
+        assert asked == [f"connect to other.test:{port}"] * 3
+    finally:
+        console.close()
+        harness_cli("down", session, env=net_env)
