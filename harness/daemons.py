@@ -8,11 +8,9 @@ can stop exactly it, even after the harness that started it died.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import selectors
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -21,12 +19,9 @@ from typing import Any
 
 from harness.errors import BackendError
 from harness.paths import Locations, ensure_private_dir
-from harness.procs import ProcessId, stop
+from harness.procs import ProcessId, spawn_detached, stop
 
 START_TIMEOUT = 15.0
-_STARTED: list[
-    subprocess.Popen[bytes]
-] = []  # kept so Python does not warn about them: they outlive us
 
 
 @dataclass(frozen=True)
@@ -57,17 +52,20 @@ def start_daemon(
     records = _records(locations, kind)
     records.mkdir(parents=True, exist_ok=True, mode=0o700)
     log = records / f"{session_id}.log"
-    with log.open("ab") as log_file:
-        child = subprocess.Popen(
-            [sys.executable, "-m", module, "serve", str(config_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=log_file,
-            start_new_session=True,  # a detached session keeps it after harness returns
-        )
-    _STARTED.append(child)
-    process = ProcessId.of(child.pid)
-    line = _first_line(child)
+    ready_read, ready_write = os.pipe()
+    try:
+        with log.open("ab") as log_file:
+            # its own session: a detached session keeps it after harness returns
+            pid = spawn_detached(
+                [sys.executable, "-m", module, "serve", str(config_path)],
+                stdout=ready_write,
+                stderr=log_file.fileno(),
+            )
+        os.close(ready_write)
+        process = ProcessId.of(pid)
+        line = _first_line(ready_read)
+    finally:
+        os.close(ready_read)
     if process is None or not line.startswith("ready"):
         if process is not None:
             stop(process)
@@ -80,17 +78,16 @@ def start_daemon(
     return Daemon(kind, session_id, process, line.removeprefix("ready").strip())
 
 
-def _first_line(child: subprocess.Popen[bytes]) -> str:
-    assert child.stdout is not None  # noqa: S101 - we asked for a pipe
+def _first_line(fd: int) -> str:
     selector = selectors.DefaultSelector()
-    selector.register(child.stdout, selectors.EVENT_READ)
+    selector.register(fd, selectors.EVENT_READ)
     deadline = time.monotonic() + START_TIMEOUT
     data = b""
     try:
         while b"\n" not in data and time.monotonic() < deadline:
             if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
                 break
-            chunk = os.read(child.stdout.fileno(), 4096)
+            chunk = os.read(fd, 4096)
             if not chunk:
                 break
             data += chunk
@@ -115,12 +112,6 @@ def stop_daemon(locations: Locations, kind: str, session_id: str) -> bool:
         stop(process, grace=5.0)
         stopped = True
     (_records(locations, kind) / f"{session_id}.json").unlink(missing_ok=True)
-    for child in list(_STARTED):
-        if child.poll() is not None:
-            with contextlib.suppress(Exception):
-                if child.stdout is not None:
-                    child.stdout.close()
-            _STARTED.remove(child)
     return stopped
 
 

@@ -94,3 +94,26 @@ def stop(process: ProcessId, *, grace: float = 5.0) -> bool:
 def _reap(pid: int) -> None:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def spawn_detached(argv: list[str], *, stdout: int, stderr: int) -> int:
+    """Start a helper that outlives us, in its own session, stdin from /dev/null; return its pid.
+
+    posix_spawn, not subprocess.Popen: a Popen object for a process we never wait for
+    makes Python warn at exit, and these processes are meant to outlive this one.
+    """
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    try:
+        return os.posix_spawn(
+            argv[0],
+            argv,
+            dict(os.environ),
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, devnull, 0),
+                (os.POSIX_SPAWN_DUP2, stdout, 1),
+                (os.POSIX_SPAWN_DUP2, stderr, 2),
+            ],
+            setsid=True,
+        )
+    finally:
+        os.close(devnull)

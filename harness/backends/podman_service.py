@@ -13,20 +13,16 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import BackendUnavailable
 from harness.paths import Locations, ensure_private_dir
-from harness.procs import ProcessId, stop
+from harness.procs import ProcessId, spawn_detached, stop
 
 IDLE_TIMEOUT_SECONDS = 600
 START_TIMEOUT_SECONDS = 20.0
-
-
-_STARTED: list[subprocess.Popen[bytes]] = []
 
 
 @dataclass(frozen=True)
@@ -103,7 +99,8 @@ def find_or_start(locations: Locations) -> PodmanService:
     log_path = locations.state_dir / "podman-service.log"
     log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with log_path.open("ab") as log:
-        child = subprocess.Popen(
+        # survives this harness process; stopped by its pid record or its idle timeout
+        pid = spawn_detached(
             [
                 podman,
                 "system",
@@ -111,21 +108,17 @@ def find_or_start(locations: Locations) -> PodmanService:
                 f"--time={IDLE_TIMEOUT_SECONDS}",
                 f"unix://{socket_path}",
             ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,  # survives this harness process; stopped by pid record or idle timeout
+            stdout=log.fileno(),
+            stderr=log.fileno(),
         )
-    _STARTED.append(child)  # keep the Popen: the service outlives this call on purpose
-    process = ProcessId.of(child.pid)
+    process = ProcessId.of(pid)
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if _answers(socket_path, timeout=1.0):
             break
-        if child.poll() is not None:
+        if process is None or not process.alive() or _exited(pid):
             raise BackendUnavailable(
-                f"`podman system service` exited with code {child.returncode}; see {log_path}. "
-                "Check `podman info` for the cause."
+                f"`podman system service` exited at once; see {log_path}. Check `podman info` for the cause."
             )
         time.sleep(0.05)
     else:
@@ -149,3 +142,12 @@ def stop_recorded_service(locations: Locations) -> bool:
     stop(recorded.process)
     _record_file(locations).unlink(missing_ok=True)
     return True
+
+
+def _exited(pid: int) -> bool:
+    """True when our child `pid` has exited (and reaps it)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return done == pid

@@ -49,6 +49,8 @@ async def read_message(reader: asyncio.StreamReader, *, timeout: float) -> dict[
         message = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise ProtocolError("not UTF-8 JSON") from None
+    except RecursionError:  # `[[[[...]]]]` 64 KiB deep
+        raise ProtocolError("JSON nested too deeply") from None
     if not isinstance(message, dict):
         raise ProtocolError("not a JSON object")
     return message
