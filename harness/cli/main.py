@@ -516,6 +516,17 @@ def approvals(
     approval_table(entries)
 
 
+# -- mcp -----------------------------------------------------------------------------
+
+
+@app.command("mcp")
+def mcp() -> None:
+    """An MCP server over stdio: sessions as tools; approvals through elicitation."""
+    from harness.mcp_server import serve_stdio
+
+    serve_stdio()
+
+
 # -- doctor --------------------------------------------------------------------------
 
 
