@@ -9,9 +9,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -117,3 +120,24 @@ def spawn_detached(argv: list[str], *, stdout: int, stderr: int) -> int:
         )
     finally:
         os.close(devnull)
+
+
+@contextlib.contextmanager
+def handling(
+    signals: Iterable[signal.Signals], handler: Callable[[int, Any], None]
+) -> Iterator[None]:
+    """Install `handler` for `signals` for the duration; restore after.
+
+    Python allows signal handlers only in the main thread; elsewhere (the MCP server
+    runs sessions from a worker thread) this does nothing and the process's own
+    handlers stay in charge.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -398,12 +398,10 @@ def terminate_as_exception() -> Iterator[None]:
     def handler(signum: int, _frame: object) -> None:
         raise Terminated(signum)
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
+    from harness.procs import handling
+
+    with handling((signal.SIGTERM, signal.SIGHUP), handler):
         yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 # -- the orchestration -------------------------------------------------------------------

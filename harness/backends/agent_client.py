@@ -22,7 +22,7 @@ from typing import Protocol
 
 from harness.backends.stream import Terminal, cooked, on_resize, raw_mode
 from harness.errors import BackendError
-from harness.procs import ProcessId
+from harness.procs import ProcessId, handling
 
 AGENT_SOURCE = Path(__file__).resolve().parents[1] / "sandbox_agent.py"
 AGENT_IN_SANDBOX = "/opt/harness/agent.py"
@@ -164,9 +164,7 @@ def run_via_agent(
                 stack.enter_context(raw_mode(term.stdin))
                 stack.enter_context(on_resize(resize))
             else:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    previous = signal.signal(sig, forward_signal)
-                    stack.callback(signal.signal, sig, previous)
+                stack.enter_context(handling((signal.SIGINT, signal.SIGTERM), forward_signal))
             return _pump(sock, term, forward_stdin=stdin, interrupt=interrupt, raw=tty)
     finally:
         sock.close()

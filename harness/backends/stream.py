@@ -77,11 +77,10 @@ def cooked(fd: int) -> Iterator[None]:
 
 @contextlib.contextmanager
 def on_resize(callback: Callable[[], None]) -> Iterator[None]:
-    previous = signal.signal(signal.SIGWINCH, lambda *_: callback())
-    try:
+    from harness.procs import handling
+
+    with handling((signal.SIGWINCH,), lambda *_: callback()):
         yield
-    finally:
-        signal.signal(signal.SIGWINCH, previous)
 
 
 def _write_all(fd: int, data: bytes) -> None:

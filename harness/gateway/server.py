@@ -57,7 +57,7 @@ class _Console:
 class _Pending:
     approval_id: str
     summary: dict[str, Any]
-    answer: concurrent.futures.Future[Answer]
+    answer: concurrent.futures.Future[Answer | None]
 
 
 @dataclass
@@ -264,6 +264,11 @@ class Gateway:
         finally:
             self.consoles.remove(console)
             writer.close()
+            if not self.consoles:
+                # the last human left: what they were asked is now asked of no one
+                for pending in list(self.pending.values()):
+                    if not pending.answer.done():
+                        pending.answer.set_result(None)
 
     def _answer(self, message: dict[str, Any]) -> None:
         approval_id = message.get("id")
@@ -299,7 +304,7 @@ class Gateway:
     def _wait_for_answer(self, approval_id: str, summary: dict[str, Any]) -> Answer | None:
         if not self.consoles or self.loop is None:
             return None
-        future: concurrent.futures.Future[Answer] = concurrent.futures.Future()
+        future: concurrent.futures.Future[Answer | None] = concurrent.futures.Future()
         self.pending[approval_id] = _Pending(approval_id, summary, future)
         self.loop.call_soon_threadsafe(self._broadcast, {"type": "pending", **summary})
         try:
