@@ -594,7 +594,9 @@ class HarnessMcp:
                 self.remember(record)  # before anything else: a shutdown now still stops it
                 started.append(record)
 
-            self.sessions.up(settings, None, detach=True, tty=False, stdin=False, on_ready=ready)
+            self.sessions.up(
+                settings, None, detach=True, tty=False, stdin=False, on_ready=ready, owned=True
+            )
             if not started:
                 raise SessionError("the session did not start")
             return started[0], tuple(settings.notices)

@@ -600,8 +600,13 @@ class Sessions:
         tty: bool,
         stdin: bool,
         on_ready: Callable[[SessionRecord], None] = lambda record: None,
+        owned: bool = False,
     ) -> int:
-        """Start a session; run CMD (or an interactive shell) in it, or leave it running with -d."""
+        """Start a session; run CMD (or an interactive shell) in it, or leave it running with -d.
+
+        `owned` keeps this process as the owner of a detached session (the MCP server):
+        if it dies, `prune` removes the session, as for a foreground one.
+        """
         if detach and command:
             from harness.errors import UsageError
 
@@ -627,6 +632,7 @@ class Sessions:
             tty=tty,
             stdin=stdin,
             on_ready=on_ready,
+            owned=owned,
         )
 
     def _session(
@@ -642,6 +648,7 @@ class Sessions:
         tty: bool,
         stdin: bool,
         on_ready: Callable[[SessionRecord], None] = lambda record: None,
+        owned: bool = False,
     ) -> int:
         """A keeper sandbox with its gateway (and its network, for an allowlist); run argv in it
         unless detached."""
@@ -683,7 +690,7 @@ class Sessions:
                     command=None,
                     tty=False,
                     stdin=False,
-                    detached=detach,
+                    detached=detach and not owned,
                     netns_path=netns_path,
                     gateway=gateway,
                     sandbox_bin=sandbox_bin_dir(self.locations),
