@@ -615,7 +615,8 @@ class Sessions:
             )
         self.prune()
         start = self._begin(settings)
-        argv = list(command) if command else ["bash", "-l"]
+        # no command: harness-sh starts bash with a hook that asks the gateway for every line
+        argv = list(command) if command else [f"{SANDBOX_BIN}/harness-sh"]
         if not detach:
             self._approve(start.broker, ApprovalRequest.for_argv(argv, str(settings.workspace)))
         plan = plan_for(settings)

@@ -96,7 +96,7 @@ def test_up_gives_an_interactive_shell(
 ) -> None:  # type: ignore[no-untyped-def]
     term = Terminal([HARNESS, "up", "--backend", engine, "-a", "never"], workspace, term_env)
     term.expect(r"session [0-9a-f]{10}")
-    term.expect(r"ws# ")  # the prompt: typing earlier would be typeahead bash may drop
+    term.expect(r"# ")  # the prompt: typing earlier would be typeahead bash may drop
     term.send("echo marker-$((40+2)); tty\r")
     term.expect(r"marker-42")
     term.expect(r"/dev/pts/\d+")  # a real terminal inside, too
@@ -190,3 +190,32 @@ def test_agent_stand_in_through_the_console(
     assert b"approval needed" not in third  # "for the session" let the third through unasked
     assert term.wait() == 0
     assert containers(engine) == []
+
+
+def test_every_line_of_the_interactive_shell_is_approved(
+    engine: str, term_env: dict[str, str], workspace: Path
+) -> None:
+    config = Path(term_env["XDG_CONFIG_HOME"]) / "harness" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text('[[prefix_rules]]\npattern = "touch"\naction = "prompt"\n')
+    term = Terminal([HARNESS, "up", "--backend", engine, "--profile", "auto"], workspace, term_env)
+    term.expect(r"# ")
+    term.send("echo hello-$((40+2))\r")
+    term.expect(r"hello-42")  # on-request: runs without a question
+    term.expect(r"# ")
+    term.send("echo before; touch blocked-file; echo after\r")
+    term.expect(r"approval needed: command")
+    term.expect(r"touch blocked-file")
+    term.expect(r"\[f\]eedback: ")
+    term.send("d\r")
+    term.expect(r"denied")
+    term.expect(r"# ")
+    term.send("ls\r")
+    term.expect(r"# ")
+    term.send("exit\r")
+    assert term.wait() == 0
+    assert not (workspace / "blocked-file").exists()
+    shown = ANSI.sub(b"", term.output).decode(errors="replace")
+    assert (
+        "before" not in shown.split("touch blocked-file")[-1].split("denied")[0]
+    )  # nothing of the line ran
