@@ -202,3 +202,17 @@ def test_seccomp_generate_matches_checked_in_files(
     assert written
     for path in written:
         assert path.read_text() == (default_directory() / path.name).read_text()
+
+
+def test_an_engine_that_is_down_gives_the_fix_and_125(
+    capsys: pytest.CaptureFixture[str], workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{workspace}/no-such-docker.sock")
+    code, _, err = run(capsys, "run", "--backend", "docker", "-a", "never", "--", "true")
+    assert code == 125
+    assert "no-such-docker.sock" in err
+    assert "dockerd" in err or "systemctl start docker" in err
+    monkeypatch.setenv("PATH", str(workspace))  # no podman anywhere
+    code, _, err = run(capsys, "run", "--backend", "podman", "-a", "never", "--", "true")
+    assert code == 125
+    assert "apt-get install podman" in err
