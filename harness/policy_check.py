@@ -9,7 +9,8 @@ from typing import Any
 
 from harness.approval.engine import ApprovalRequest, PolicyContext, Verdict, evaluate
 from harness.config.options import CliOptions
-from harness.config.resolve import Settings, resolve
+from harness.config.resolve import resolve
+from harness.config.settings import Settings
 from harness.errors import UsageError
 from harness.paths import Locations
 

@@ -55,7 +55,7 @@ from harness.policy.rules import Origin, PrefixRule
 from harness.procs import ProcessId
 
 if TYPE_CHECKING:  # pydantic is not needed to run a command in a live session
-    from harness.config.resolve import Settings
+    from harness.config.settings import Settings
     from harness.gateway.process import SessionGateway
 
 Progress = Callable[[str], None]
@@ -498,6 +498,7 @@ class Sessions:
         audit: MultiAuditLog | None,
         *,
         network: bool = False,
+        gateway: bool = False,
     ) -> None:
         if handle is not None:
             with contextlib.suppress(HarnessError):
@@ -507,7 +508,8 @@ class Sessions:
 
             with contextlib.suppress(HarnessError, OSError):
                 stop_network(self.locations, session_id)
-        self._stop_gateway(session_id)
+        if gateway:
+            self._stop_gateway(session_id)
         remove_created_mount_points(spec_mounts)
         self.store.remove(session_id)
         if audit is not None and handle is not None:
@@ -743,7 +745,13 @@ class Sessions:
             finally:
                 if not detach or sys.exc_info()[0] is not None:
                     self._teardown(
-                        backend, handle, session_id, mounts, start.audit, network=allowlist
+                        backend,
+                        handle,
+                        session_id,
+                        mounts,
+                        start.audit,
+                        network=allowlist,
+                        gateway=True,
                     )
 
     @contextlib.contextmanager

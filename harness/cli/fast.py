@@ -10,6 +10,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from harness.paths import Locations
+    from harness.session import Sessions
 
 
 def parse_exec(args: Sequence[str]) -> tuple[str | None, list[str]] | None:
@@ -38,16 +43,47 @@ def fast_exec(args: Sequence[str]) -> int | None:
     if parsed is None:
         return None
     session, command = parsed
-    from harness.cli.console import GatewayConsole, has_terminal, terminal_asker
+    from harness.cli.console import has_terminal
     from harness.paths import Locations
+
+    sessions = sessions_for_cli(Locations.from_environment())
+    return sessions.exec(session, command, tty=has_terminal(), stdin=True, cwd=Path.cwd())
+
+
+def fast_run(args: Sequence[str]) -> int | None:
+    """`harness run [OPTIONS] -- CMD...` without typer; pydantic only when the config changed."""
+    from harness.cli.optspec import parse_sandbox_options
+
+    parsed = parse_sandbox_options(args)
+    if parsed is None:
+        return None
+    options, command = parsed
+    from harness.config.cache import resolve_cached
+    from harness.paths import Locations
+
+    locations = Locations.from_environment()
+    settings = resolve_cached(options, locations)
+    for notice in settings.notices:
+        sys.stderr.write(f"harness: note: {notice}\n")
+    sessions = sessions_for_cli(locations)
+    from harness.cli.console import has_terminal
+
+    return int(sessions.run(settings, command, tty=has_terminal(), stdin=True))
+
+
+def progress(line: str) -> None:
+    sys.stderr.write(f"harness: {line.rstrip()}\n")
+    sys.stderr.flush()
+
+
+def sessions_for_cli(locations: Locations) -> Sessions:
+    """Sessions with this terminal as the human: an asker, and a console for foreground sessions."""
+    from harness.cli.console import GatewayConsole, terminal_asker
     from harness.session import Sessions
 
-    def progress(line: str) -> None:
-        sys.stderr.write(f"harness: {line}\n")
-
     asker = terminal_asker()
-    sessions = Sessions(
-        Locations.from_environment(),
+    return Sessions(
+        locations,
         asker=asker,
         progress=progress,
         no_human_reason="no terminal to ask" if asker is None else "nobody answering",
@@ -57,4 +93,3 @@ def fast_exec(args: Sequence[str]) -> int | None:
             else None
         ),
     )
-    return sessions.exec(session, command, tty=has_terminal(), stdin=True, cwd=Path.cwd())

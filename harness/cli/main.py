@@ -293,26 +293,15 @@ CommandArg = Annotated[
 
 
 def _progress(line: str) -> None:
-    sys.stderr.write(f"harness: {line.rstrip()}\n")
-    sys.stderr.flush()
+    from harness.cli.fast import progress
+
+    progress(line)
 
 
 def _sessions() -> Any:
-    from harness.cli.console import GatewayConsole, terminal_asker
-    from harness.session import Sessions
+    from harness.cli.fast import sessions_for_cli
 
-    asker = terminal_asker()
-    return Sessions(
-        _locations(),
-        asker=asker,
-        progress=_progress,
-        no_human_reason="no terminal to ask" if asker is None else "nobody answering",
-        console_factory=(
-            (lambda record: GatewayConsole(record.gateway_control, record.gateway_token))
-            if asker
-            else None
-        ),
-    )
+    return sessions_for_cli(_locations())
 
 
 def _tty() -> bool:
@@ -329,9 +318,9 @@ def run(options: CliOptions, command: CommandArg = None) -> None:
         from harness.errors import UsageError
 
         raise UsageError("give the command after `--`, e.g. `harness run -- make test`.")
-    from harness.config.resolve import resolve
+    from harness.config.cache import resolve_cached
 
-    settings = resolve(options, _locations())
+    settings = resolve_cached(options, _locations())
     _notices(settings.notices)
     tty = _tty()
     code = _sessions().run(settings, command, tty=tty, stdin=True)
@@ -348,9 +337,9 @@ def up(
     ] = False,
 ) -> None:
     """Start a session: an interactive shell, or CMD (an agent); -d leaves it running."""
-    from harness.config.resolve import resolve
+    from harness.config.cache import resolve_cached
 
-    settings = resolve(options, _locations())
+    settings = resolve_cached(options, _locations())
     _notices(settings.notices)
     tty = _tty()
     if not detach and not command and not tty:

@@ -1,7 +1,8 @@
 """The sandbox options `run`, `up`, `config show` and `policy check` share.
 
 `sandbox_options` adds them to a command's signature once, so every command
-spells them the same way and receives them as one `CliOptions` value.
+spells them the same way and receives them as one `CliOptions` value. The
+options themselves are data in optspec.py, shared with the fast parser.
 """
 
 from __future__ import annotations
@@ -14,139 +15,26 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from harness.config.options import CliOptions
+from harness.cli.optspec import OPTIONS, OptionSpec, cli_options
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 PANEL = "Sandbox options"
+_TYPES: dict[str, Any] = {
+    "text": str | None,
+    "flag": bool,
+    "path": Path | None,
+    "multiple": list[str] | None,
+}
+
+
+def _annotation(spec: OptionSpec) -> Any:
+    option = typer.Option(*spec.flags, help=spec.help, metavar=spec.metavar, rich_help_panel=PANEL)
+    return Annotated[_TYPES[spec.kind], option]
+
 
 _OPTIONS: dict[str, tuple[Any, Any]] = {
-    "profile": (
-        Annotated[
-            str | None,
-            typer.Option(
-                "--profile",
-                "-p",
-                help="Named profile (strict, auto, review, ci, infra, yolo, or yours).",
-                rich_help_panel=PANEL,
-            ),
-        ],
-        None,
-    ),
-    "approval": (
-        Annotated[
-            str | None,
-            typer.Option(
-                "--approval",
-                "-a",
-                metavar="POLICY",
-                help="Approval policy: untrusted | on-request | never.",
-                rich_help_panel=PANEL,
-            ),
-        ],
-        None,
-    ),
-    "sandbox": (
-        Annotated[
-            str | None,
-            typer.Option(
-                "--sandbox",
-                "-s",
-                metavar="MODE",
-                help="Sandbox mode: read-only | workspace-write | danger-full-access.",
-                rich_help_panel=PANEL,
-            ),
-        ],
-        None,
-    ),
-    "full_auto": (
-        Annotated[
-            bool,
-            typer.Option(
-                "--full-auto",
-                help="= --approval on-request --sandbox workspace-write.",
-                rich_help_panel=PANEL,
-            ),
-        ],
-        False,
-    ),
-    "yolo": (
-        Annotated[
-            bool,
-            typer.Option(
-                "--yolo",
-                help="= --approval never --sandbox danger-full-access, in a throwaway VM.",
-                rich_help_panel=PANEL,
-            ),
-        ],
-        False,
-    ),
-    "backend": (
-        Annotated[
-            str | None,
-            typer.Option(
-                "--backend",
-                metavar="NAME",
-                help="auto | docker | podman | vm | native.",
-                rich_help_panel=PANEL,
-            ),
-        ],
-        None,
-    ),
-    "image": (
-        Annotated[
-            str | None, typer.Option("--image", help="Session image to run.", rich_help_panel=PANEL)
-        ],
-        None,
-    ),
-    "workspace": (
-        Annotated[
-            Path | None,
-            typer.Option(
-                "--workspace",
-                "-w",
-                help="Workspace directory (default: the current directory).",
-                rich_help_panel=PANEL,
-            ),
-        ],
-        None,
-    ),
-    "network": (
-        Annotated[
-            str | None,
-            typer.Option(
-                "--network",
-                metavar="PLAN",
-                help="Network: none | allowlist | full.",
-                rich_help_panel=PANEL,
-            ),
-        ],
-        None,
-    ),
-    "allow_domain": (
-        Annotated[
-            list[str] | None,
-            typer.Option(
-                "--allow-domain",
-                metavar="DOMAIN",
-                help="Allow a domain (repeatable).",
-                rich_help_panel=PANEL,
-            ),
-        ],
-        None,
-    ),
-    "deny_domain": (
-        Annotated[
-            list[str] | None,
-            typer.Option(
-                "--deny-domain",
-                metavar="DOMAIN",
-                help="Deny a domain (repeatable).",
-                rich_help_panel=PANEL,
-            ),
-        ],
-        None,
-    ),
+    spec.name: (_annotation(spec), False if spec.kind == "flag" else None) for spec in OPTIONS
 }
 
 
@@ -164,20 +52,8 @@ def sandbox_options(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         values = {name: kwargs.pop(name) for name in _OPTIONS}
-        options = CliOptions(
-            profile=values["profile"],
-            approval=values["approval"],
-            sandbox=values["sandbox"],
-            full_auto=values["full_auto"],
-            yolo=values["yolo"],
-            backend=values["backend"],
-            image=values["image"],
-            workspace=values["workspace"],
-            network=values["network"],
-            allow_domains=tuple(values["allow_domain"] or ()),
-            deny_domains=tuple(values["deny_domain"] or ()),
-        )
-        return func(*args, options=options, **kwargs)
+        lists = {name: list(values.pop(name) or ()) for name in ("allow_domain", "deny_domain")}
+        return func(*args, options=cli_options(values, lists), **kwargs)
 
     hints = {k: v for k, v in _resolved_hints(func).items() if k != "options"}
     wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]

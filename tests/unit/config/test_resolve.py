@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from harness.config.options import CliOptions
-from harness.config.resolve import Settings, resolve
+from harness.config.resolve import resolve
+from harness.config.settings import Settings
 from harness.config.trust import set_trusted
 from harness.errors import ConfigError, ManagedConstraintError, UnknownProfileError, UsageError
 from harness.paths import Locations
