@@ -25,8 +25,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.approval.broker import ApprovalBroker, Asker, Outcome
-from harness.approval.engine import ApprovalRequest, PolicyContext
 from harness.audit import MultiAuditLog
 from harness.backends.base import (
     LABEL_MODE,
@@ -54,6 +52,9 @@ from harness.policy.plan import GUEST_HOME, Permissions, SandboxPlan, build_plan
 from harness.policy.rules import Origin, PrefixRule
 from harness.procs import ProcessId
 
+if TYPE_CHECKING:  # the approval engine loads only where this process decides (not with a gateway)
+    from harness.approval.broker import ApprovalBroker, Asker, Outcome
+    from harness.approval.engine import ApprovalRequest, PolicyContext
 if TYPE_CHECKING:  # pydantic is not needed to run a command in a live session
     from harness.config.settings import Settings
     from harness.gateway.process import SessionGateway
@@ -129,6 +130,8 @@ class SessionRecord:
 
 
 def policy_context(settings: Settings) -> PolicyContext:
+    from harness.approval.engine import PolicyContext
+
     return PolicyContext(
         policy=settings.approval_policy,
         mode=settings.sandbox_mode,
@@ -162,6 +165,8 @@ def context_to_json(context: PolicyContext) -> dict[str, Any]:
 
 
 def context_from_json(data: Mapping[str, Any]) -> PolicyContext:
+    from harness.approval.engine import PolicyContext
+
     return PolicyContext(
         policy=ApprovalPolicy.parse(data["policy"]),
         mode=SandboxMode.parse(data["mode"]),
@@ -518,6 +523,8 @@ class Sessions:
 
     def _begin(self, settings: Settings) -> _Start:
         """A session id, its policy, its audit log (with the resolved config) and its broker."""
+        from harness.approval.broker import ApprovalBroker
+
         session_id = new_session_id()
         context = policy_context(settings)
         audit = self._audit(settings.audit_paths)
@@ -542,7 +549,7 @@ class Sessions:
     def run(self, settings: Settings, argv: Sequence[str], *, tty: bool, stdin: bool) -> int:
         """One-shot: approve, create the sandbox with CMD as its main process, stream, remove."""
         start = self._begin(settings)
-        self._approve(start.broker, ApprovalRequest.for_argv(argv, str(settings.workspace)))
+        self._approve(start.broker, _approval_request(argv, str(settings.workspace)))
         plan = plan_for(settings)
         backend, _ = self._backend(settings.backend)
         image = self._image(backend, settings)
@@ -620,7 +627,7 @@ class Sessions:
         # no command: harness-sh starts bash with a hook that asks the gateway for every line
         argv = list(command) if command else [f"{SANDBOX_BIN}/harness-sh"]
         if not detach:
-            self._approve(start.broker, ApprovalRequest.for_argv(argv, str(settings.workspace)))
+            self._approve(start.broker, _approval_request(argv, str(settings.workspace)))
         plan = plan_for(settings)
         backend, _ = self._backend(settings.backend)
         image = self._image(backend, settings)
@@ -899,6 +906,8 @@ class Sessions:
             # the session's gateway decides: one ID sequence, one "approve for session" memory
             self._approve_at_gateway(record, argv, workdir, escalate, justification, tty=tty)
         else:
+            from harness.approval.broker import ApprovalBroker
+
             broker = ApprovalBroker(
                 record.policy_context(),
                 session=record.session_id,
@@ -908,9 +917,7 @@ class Sessions:
             )
             self._approve(
                 broker,
-                ApprovalRequest.for_argv(
-                    argv, workdir, escalate=escalate, justification=justification
-                ),
+                _approval_request(argv, workdir, escalate=escalate, justification=justification),
             )
         if escalate:
             if settings_for_escalation is None:
@@ -978,15 +985,7 @@ class Sessions:
                 console.close()
         if errors:
             raise errors[0]
-        if result.get("error"):
-            raise SessionError(f"the session's gateway refused the request: {result['error']}")
-        if result.get("decision") != "allow":
-            reason = str(result.get("reason") or "denied")
-            feedback = result.get("feedback") if isinstance(result.get("feedback"), str) else None
-            text = f"denied ({result.get('approval_id', '-')}): {reason}"
-            if feedback:
-                text += f"\nharness: feedback from the reviewer: {feedback}"
-            raise PolicyDenied(text, reason=reason, feedback=feedback)
+        _raise_unless_allowed(result)
 
     def exec_captured(
         self,
@@ -1248,6 +1247,28 @@ class Sessions:
         return removed
 
 
+def _approval_request(
+    argv: Sequence[str], cwd: str, *, escalate: bool = False, justification: str | None = None
+) -> ApprovalRequest:
+    from harness.approval.engine import ApprovalRequest
+
+    return ApprovalRequest.for_argv(argv, cwd, escalate=escalate, justification=justification)
+
+
+def _raise_unless_allowed(answer: Mapping[str, Any]) -> None:
+    """A gateway's answer: nothing when allowed, PolicyDenied (126) with reason and feedback when not."""
+    if answer.get("error"):
+        raise SessionError(f"the session's gateway refused the request: {answer['error']}")
+    if answer.get("decision") == "allow":
+        return
+    reason = str(answer.get("reason") or "denied")
+    feedback = answer.get("feedback") if isinstance(answer.get("feedback"), str) else None
+    text = f"denied ({answer.get('approval_id', '-')}): {reason}"
+    if feedback:
+        text += f"\nharness: feedback from the reviewer: {feedback}"
+    raise PolicyDenied(text, reason=reason, feedback=feedback)
+
+
 @dataclass(frozen=True)
 class CommandResult:
     exit_code: int
@@ -1290,14 +1311,7 @@ def _escalate_through_gateway(
         reader = sock.makefile("rb")
         (length,) = HEAD.unpack(reader.read(HEAD.size))
         answer = json.loads(reader.read(length))
-        if answer.get("decision") != "allow":
-            reason = str(answer.get("reason") or "denied")
-            feedback = answer.get("feedback") if isinstance(answer.get("feedback"), str) else None
-            raise PolicyDenied(
-                f"denied ({answer.get('approval_id', '-')}): {reason}",
-                reason=reason,
-                feedback=feedback,
-            )
+        _raise_unless_allowed(answer)
         out: list[bytes] = []
         err: list[bytes] = []
         while True:

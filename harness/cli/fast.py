@@ -78,8 +78,12 @@ def progress(line: str) -> None:
 
 def sessions_for_cli(locations: Locations) -> Sessions:
     """Sessions with this terminal as the human: an asker, and a console for foreground sessions."""
-    from harness.cli.console import GatewayConsole, terminal_asker
     from harness.session import Sessions
+
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        # nobody to ask: skip the console (and the approval engine it would import)
+        return Sessions(locations, progress=progress)
+    from harness.cli.console import GatewayConsole, terminal_asker
 
     asker = terminal_asker()
     return Sessions(
