@@ -36,14 +36,17 @@ def encode(message: dict[str, Any]) -> bytes:
 async def read_message(reader: asyncio.StreamReader, *, timeout: float) -> dict[str, Any]:
     """One message, or ProtocolError (bad framing, too large, too slow, not a JSON object)."""
     try:
-        head = await asyncio.wait_for(reader.readexactly(HEAD.size), timeout)
-        (length,) = HEAD.unpack(head)
-        if length > MAX_MESSAGE:
-            raise ProtocolError(f"message of {length} bytes is over the {MAX_MESSAGE}-byte limit")
-        body = await asyncio.wait_for(reader.readexactly(length), timeout)
+        async with asyncio.timeout(timeout):  # one deadline for the whole message
+            head = await reader.readexactly(HEAD.size)
+            (length,) = HEAD.unpack(head)
+            if length > MAX_MESSAGE:
+                raise ProtocolError(
+                    f"message of {length} bytes is over the {MAX_MESSAGE}-byte limit"
+                )
+            body = await reader.readexactly(length)
     except TimeoutError:
         raise ProtocolError("too slow: the message did not arrive in time") from None
-    except asyncio.IncompleteReadError:
+    except (asyncio.IncompleteReadError, ConnectionError):
         raise ProtocolError("the connection closed in the middle of a message") from None
     try:
         message = json.loads(body.decode("utf-8"))

@@ -132,8 +132,14 @@ class Gateway:
             await server.wait_closed()
         for pending in list(self.pending.values()):
             if not pending.answer.done():
-                pending.answer.set_result(Answer(Choice.DENY, "the session ended"))
+                pending.answer.set_result(None)
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def _token_ok(self, value: object) -> bool:
+        """This session's token? (a lone surrogate must not make `encode` raise)"""
+        return isinstance(value, str) and hmac.compare_digest(
+            value.encode("utf-8", "surrogatepass"), self.token.encode()
+        )
 
     # -- the sandbox side
 
@@ -145,36 +151,41 @@ class Gateway:
             return
         self.connections += 1
         try:
-            try:
-                message = await read_message(reader, timeout=REQUEST_TIMEOUT)
-                if not self.bucket.take():
-                    raise ProtocolError("rate limit: too many requests; slow down")
-                if not isinstance(message.get("token"), str) or not hmac.compare_digest(
-                    message["token"].encode(), self.token.encode()
-                ):
-                    raise ProtocolError("not this session's token")
-                if message.get("op") != "run":
-                    raise ProtocolError(f"unknown operation {message.get('op')!r}")
-                request = CommandRequest.parse(message)
-            except ProtocolError as error:
-                await self._reply(writer, {"decision": "deny", "reason": f"bad request: {error}"})
-                return
-            outcome = await self._decide(request)
-            reply = _outcome_json(outcome)
-            wants_more = request.escalate or request.after_denial
-            if not outcome.allowed or not wants_more:
-                await self._reply(writer, reply)
-                return
-            if self.escalator is None:
-                await self._reply(
-                    writer,
-                    {**reply, "decision": "deny", "reason": "escalation is not available here"},
-                )
-                return
-            await self._reply(writer, {**reply, "escalated": True}, close=False)
-            await self._run_escalated(request, writer)
+            await self._serve_sandbox(reader, writer)
+        except Exception as error:  # a bug costs one request (denied), never the gateway
+            await self._reply(writer, {"decision": "deny", "reason": f"internal error: {error!r}"})
         finally:
             self.connections -= 1
+
+    async def _serve_sandbox(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            message = await read_message(reader, timeout=REQUEST_TIMEOUT)
+            if not self.bucket.take():
+                raise ProtocolError("rate limit: too many requests; slow down")
+            if not self._token_ok(message.get("token")):
+                raise ProtocolError("not this session's token")
+            if message.get("op") != "run":
+                raise ProtocolError(f"unknown operation {message.get('op')!r}")
+            request = CommandRequest.parse(message)
+        except ProtocolError as error:
+            await self._reply(writer, {"decision": "deny", "reason": f"bad request: {error}"})
+            return
+        outcome = await self._decide(request)
+        reply = _outcome_json(outcome)
+        wants_more = request.escalate or request.after_denial
+        if not outcome.allowed or not wants_more:
+            await self._reply(writer, reply)
+            return
+        if self.escalator is None:
+            await self._reply(
+                writer,
+                {**reply, "decision": "deny", "reason": "escalation is not available here"},
+            )
+            return
+        await self._reply(writer, {**reply, "escalated": True}, close=False)
+        await self._run_escalated(request, writer)
 
     async def _decide(self, request: CommandRequest) -> Outcome:
         if request.argv is not None:
@@ -230,9 +241,7 @@ class Gateway:
     ) -> None:
         try:
             message = await read_message(reader, timeout=REQUEST_TIMEOUT)
-            if not isinstance(message.get("token"), str) or not hmac.compare_digest(
-                message["token"].encode(), self.token.encode()
-            ):
+            if not self._token_ok(message.get("token")):
                 raise ProtocolError("not this session's token")
             op = message.get("op")
             if op == "console":
@@ -304,13 +313,17 @@ class Gateway:
     def _wait_for_answer(self, approval_id: str, summary: dict[str, Any]) -> Answer | None:
         if not self.consoles or self.loop is None:
             return None
+        try:
+            encode({"type": "pending", **summary})
+        except ProtocolError:
+            return None  # too large to show to anyone, so nobody can approve it
         future: concurrent.futures.Future[Answer | None] = concurrent.futures.Future()
         self.pending[approval_id] = _Pending(approval_id, summary, future)
         self.loop.call_soon_threadsafe(self._broadcast, {"type": "pending", **summary})
         try:
             return future.result(timeout=ANSWER_TIMEOUT)
         except concurrent.futures.TimeoutError:
-            return Answer(Choice.DENY, f"no answer within {ANSWER_TIMEOUT:.0f} s")
+            return None  # nobody answered: that is not a user's denial
         finally:
             self.pending.pop(approval_id, None)
             self.loop.call_soon_threadsafe(self._broadcast, {"type": "resolved", "id": approval_id})
