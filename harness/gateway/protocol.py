@@ -7,11 +7,13 @@ and oversized or malformed messages are errors, never guesses.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the host tools that only send messages need no asyncio (~25 ms)
+    import asyncio
 
 MAX_MESSAGE = 64 * 1024
 MAX_ARGV = 4096
@@ -35,6 +37,8 @@ def encode(message: dict[str, Any]) -> bytes:
 
 async def read_message(reader: asyncio.StreamReader, *, timeout: float) -> dict[str, Any]:
     """One message, or ProtocolError (bad framing, too large, too slow, not a JSON object)."""
+    import asyncio
+
     try:
         async with asyncio.timeout(timeout):  # one deadline for the whole message
             head = await reader.readexactly(HEAD.size)
