@@ -115,6 +115,16 @@ def stop_daemon(locations: Locations, kind: str, session_id: str) -> bool:
     return stopped
 
 
+def record_age(locations: Locations, kind: str, session_id: str) -> float:
+    """Seconds since the helper was recorded (infinite when there is no record)."""
+    import time
+
+    try:
+        return time.time() - (_records(locations, kind) / f"{session_id}.json").stat().st_mtime
+    except OSError:
+        return float("inf")
+
+
 def recorded_sessions(locations: Locations, kind: str) -> list[str]:
     records = _records(locations, kind)
     return sorted(p.stem for p in records.glob("*.json")) if records.is_dir() else []

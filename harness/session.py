@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.audit import MultiAuditLog
 from harness.backends.base import (
     LABEL_MODE,
     LABEL_OWNER,
@@ -39,19 +38,16 @@ from harness.backends.base import (
     SandboxInfo,
     SessionSpec,
 )
-from harness.backends.mounts import (
-    Bind,
-    PreparedMounts,
-    prepare_mounts,
-    remove_created_mount_points,
-)
 from harness.errors import HarnessError, PolicyDenied
 from harness.paths import Locations
 from harness.policy.modes import ApprovalPolicy, NetworkMode, RuleAction, SandboxMode
-from harness.policy.plan import GUEST_HOME, Permissions, SandboxPlan, build_plan
 from harness.policy.rules import Origin, PrefixRule
 from harness.procs import ProcessId
 
+if TYPE_CHECKING:  # loaded where used: `harness exec` needs none of these to run a command
+    from harness.audit import MultiAuditLog
+    from harness.backends.mounts import PreparedMounts
+    from harness.policy.plan import SandboxPlan
 if TYPE_CHECKING:  # the approval engine loads only where this process decides (not with a gateway)
     from harness.approval.broker import ApprovalBroker, Asker, Outcome
     from harness.approval.engine import ApprovalRequest, PolicyContext
@@ -225,6 +221,8 @@ def plan_for(
 ) -> SandboxPlan:
     chosen = mode or settings.sandbox_mode
     net = network or settings.network_mode
+    from harness.policy.plan import Permissions, build_plan
+
     permissions = Permissions(
         filesystem=settings.filesystem,
         network=net,
@@ -242,7 +240,7 @@ def sandbox_env(
 ) -> dict[str, str]:
     base = {
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "HOME": GUEST_HOME,
+        "HOME": _guest_home(),
         "LANG": "C.UTF-8",
         "HARNESS_SESSION": session_id,
         "HARNESS_SANDBOX_MODE": plan.mode.value,
@@ -257,6 +255,12 @@ def sandbox_env(
     else:
         env.pop("TERM", None)
     return env
+
+
+def _guest_home() -> str:
+    from harness.policy.plan import GUEST_HOME
+
+    return GUEST_HOME
 
 
 def session_labels(
@@ -322,6 +326,7 @@ def session_spec(
     gateway: SessionGateway | None = None,
     sandbox_bin: str | None = None,
 ) -> SessionSpec:
+    from harness.backends.mounts import Bind, prepare_mounts
     from harness.policy.seccomp import render
 
     prepared = mounts or prepare_mounts(plan)
@@ -449,6 +454,8 @@ class Sessions:
         return choice.backend, choice.reason
 
     def _audit(self, settings_paths: Sequence[Path]) -> MultiAuditLog | None:
+        from harness.audit import MultiAuditLog
+
         return MultiAuditLog(settings_paths) if settings_paths else None
 
     def _image(self, backend: Backend, settings: Settings) -> str:
@@ -515,6 +522,8 @@ class Sessions:
                 stop_network(self.locations, session_id)
         if gateway:
             self._stop_gateway(session_id)
+        from harness.backends.mounts import remove_created_mount_points
+
         remove_created_mount_points(spec_mounts)
         self.store.remove(session_id)
         if audit is not None and handle is not None:
@@ -669,6 +678,8 @@ class Sessions:
         allowlist = plan.network.mode is NetworkMode.ALLOWLIST
         session_id = start.session_id
         handle: Handle | None = None
+        from harness.backends.mounts import PreparedMounts
+
         mounts = PreparedMounts((), ())
         with terminate_as_exception():
             try:
@@ -679,6 +690,7 @@ class Sessions:
                     context_to_json(start.context),
                     settings.audit_paths,
                     {"backend": backend.name, "image": image, "plan": plan_to_json(escalated)},
+                    owner=None if detach and not owned else ProcessId.current().label(),
                 )
                 control = {"socket": gateway.control, "token": gateway.token}
                 policy = start.context.policy.value
@@ -1148,7 +1160,7 @@ class Sessions:
             with contextlib.suppress(HarnessError):
                 for info in backend.list({LABEL_SESSION: record.session_id}):
                     backend.destroy(Handle(backend.name, info.container_id, record.session_id))
-            remove_created_mount_points(PreparedMounts((), (), record.created_on_host))
+            _forget_mount_points(record)
             self._stop_network(record.session_id)
             self._stop_gateway(record.session_id)
             self.store.remove(record.session_id)
@@ -1198,7 +1210,7 @@ class Sessions:
         live = {info.labels.get(LABEL_SESSION) for info in self._engine_sandboxes()}
         for record in self.store.all():
             if record.session_id not in live or not record.owner_alive():
-                remove_created_mount_points(PreparedMounts((), (), record.created_on_host))
+                _forget_mount_points(record)
                 self.store.remove(record.session_id)
                 if record.session_id not in removed:
                     removed.append(record.session_id)
@@ -1206,7 +1218,22 @@ class Sessions:
             self._stop_network(session_id)
             if session_id not in removed:
                 removed.append(session_id)
+        for session_id in self._stale_gateways(live):
+            self._stop_gateway(session_id)
+            if session_id not in removed:
+                removed.append(session_id)
         return removed
+
+    def _stale_gateways(self, live: set[str | None]) -> list[str]:
+        """Gateway processes whose sandbox is gone (a gateway starts before its sandbox: after a minute)."""
+        from harness.daemons import record_age, recorded_sessions
+        from harness.gateway.process import KIND
+
+        return [
+            session_id
+            for session_id in recorded_sessions(self.locations, KIND)
+            if session_id not in live and record_age(self.locations, KIND, session_id) > 60
+        ]
 
     def _stale_networks(self, live: set[str | None]) -> list[str]:
         """Network processes and namespaces whose sandbox is gone.
@@ -1334,6 +1361,13 @@ def _escalate_through_gateway(
         raise SessionError(f"the session's gateway is not reachable ({exc})") from None
     finally:
         sock.close()
+
+
+def _forget_mount_points(record: SessionRecord) -> None:
+    """Remove the empty mount points a session's masks made on the host."""
+    from harness.backends.mounts import PreparedMounts, remove_created_mount_points
+
+    remove_created_mount_points(PreparedMounts((), (), record.created_on_host))
 
 
 def _orphaned(info: SandboxInfo) -> bool:

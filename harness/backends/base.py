@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from harness.backends.mounts import PreparedMounts
-from harness.backends.stream import Terminal
-from harness.policy.plan import SandboxPlan
+if TYPE_CHECKING:  # values, not behaviour: keep importing this module cheap for `harness exec`
+    from harness.backends.mounts import PreparedMounts
+    from harness.backends.stream import Terminal
+    from harness.policy.plan import SandboxPlan
 
 LABEL_SESSION = "harness.session"
 LABEL_OWNER = "harness.owner"

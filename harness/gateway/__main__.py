@@ -105,8 +105,37 @@ async def _serve(config: dict[str, Any], stop: asyncio.Event) -> None:
     await gateway.start(Path(config["gateway_socket"]), Path(config["control_socket"]))
     sys.stdout.write("ready\n")
     sys.stdout.flush()
+    watchdog = (
+        asyncio.ensure_future(
+            _watch_session(Path(config["session_record"]), config.get("owner"), stop)
+        )
+        if config.get("session_record")
+        else None
+    )
     await stop.wait()
+    if watchdog is not None:
+        watchdog.cancel()
     await gateway.close()
+
+
+async def _watch_session(record: Path, owner: str | None, stop: asyncio.Event) -> None:
+    """Exit with the session: when the harness that owns it dies (kill -9: the sandbox is
+    orphaned and `prune` removes it), when its record is gone (down, prune), or when the
+    record never appears (harness died before the sandbox existed)."""
+    from harness.procs import ProcessId
+
+    owner_process = ProcessId.from_label(owner) if owner else None
+    seen = False
+    waited = 0.0
+    while not stop.is_set():
+        await asyncio.sleep(0.5)
+        waited += 0.5
+        if owner_process is not None and not owner_process.alive():
+            stop.set()
+        elif record.exists():
+            seen = True
+        elif seen or waited > 120:
+            stop.set()
 
 
 def serve(config_path: str) -> int:

@@ -34,6 +34,8 @@ def start_gateway(
     context: dict[str, Any],
     audit_paths: Iterable[Path],
     escalation: dict[str, Any] | None,
+    *,
+    owner: str | None = None,
 ) -> SessionGateway:
     folder = config_dir(locations, KIND) / session_id
     folder.mkdir(mode=0o755, exist_ok=True)
@@ -48,6 +50,8 @@ def start_gateway(
         "gateway_socket": str(folder / "gateway.sock"),
         "control_socket": control,
         "escalation": escalation,
+        "session_record": str(locations.sessions_dir / f"{session_id}.json"),
+        "owner": owner,  # "pid:start" of the harness that owns the session; None when detached
     }
     start_daemon(locations, KIND, "harness.gateway", session_id, config)
     return SessionGateway(session_id, token, str(folder), control, str(context["policy"]))

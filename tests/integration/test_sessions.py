@@ -209,3 +209,36 @@ def test_kill_9_then_prune_leaves_nothing(
         ["pgrep", "-x", "-f", "sleep 300"], capture_output=True, text=True, check=False
     )
     assert leftover.stdout.strip() == ""  # the sandboxed process died with its container
+
+
+def test_kill_9_of_a_session_with_a_gateway_then_prune(
+    engine: str, harness_cli, harness_env: dict[str, str], containers, workspace: Path
+) -> None:  # type: ignore[no-untyped-def]
+    process = subprocess.Popen(
+        [HARNESS, "up", "--backend", engine, "-a", "never", "--", "sleep", "300"],
+        cwd=workspace,
+        env=harness_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_for(lambda: bool(containers(engine)))
+    sessions = Path(harness_env["XDG_STATE_HOME"]) / "harness" / "sessions"
+    _wait_for(lambda: bool(list(sessions.glob("*.json"))))
+    session = next(sessions.glob("*.json")).stem
+
+    def gateways() -> list[str]:
+        found = subprocess.run(
+            ["pgrep", "-f", f"harness.gateway serve .*{session}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return found.stdout.split()
+
+    assert gateways(), "the session's gateway should be running"
+    process.kill()
+    process.wait()
+    assert harness_cli("prune").returncode == 0
+    assert containers(engine) == []
+    _wait_for(lambda: not gateways(), timeout=15)  # the gateway follows its session out
