@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +59,8 @@ def _write_crash_report() -> str:
     import tempfile
 
     from harness.paths import Locations
+
+    import traceback
 
     text = traceback.format_exc()
     try:

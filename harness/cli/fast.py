@@ -43,11 +43,10 @@ def fast_exec(args: Sequence[str]) -> int | None:
     if parsed is None:
         return None
     session, command = parsed
-    from harness.cli.console import has_terminal
     from harness.paths import Locations
 
     sessions = sessions_for_cli(Locations.from_environment())
-    return sessions.exec(session, command, tty=has_terminal(), stdin=True, cwd=Path.cwd())
+    return sessions.exec(session, command, tty=_terminal(), stdin=True, cwd=Path.cwd())
 
 
 def fast_run(args: Sequence[str]) -> int | None:
@@ -66,9 +65,12 @@ def fast_run(args: Sequence[str]) -> int | None:
     for notice in settings.notices:
         sys.stderr.write(f"harness: note: {notice}\n")
     sessions = sessions_for_cli(locations)
-    from harness.cli.console import has_terminal
+    return int(sessions.run(settings, command, tty=_terminal(), stdin=True))
 
-    return int(sessions.run(settings, command, tty=has_terminal(), stdin=True))
+
+def _terminal() -> bool:
+    """The same test as console.has_terminal, without importing the console (and the engine)."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
 
 
 def progress(line: str) -> None:
@@ -80,7 +82,7 @@ def sessions_for_cli(locations: Locations) -> Sessions:
     """Sessions with this terminal as the human: an asker, and a console for foreground sessions."""
     from harness.session import Sessions
 
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+    if not _terminal():
         # nobody to ask: skip the console (and the approval engine it would import)
         return Sessions(locations, progress=progress)
     from harness.cli.console import GatewayConsole, terminal_asker
