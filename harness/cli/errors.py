@@ -57,10 +57,9 @@ def run_guarded(app: Any, argv: list[str] | None) -> int:
 
 def _write_crash_report() -> str:
     import tempfile
+    import traceback
 
     from harness.paths import Locations
-
-    import traceback
 
     text = traceback.format_exc()
     try:
