@@ -57,7 +57,13 @@ from pydantic import BaseModel, Field
 
 from harness.errors import HarnessError, PolicyDenied, UsageError
 from harness.paths import Locations
-from harness.session import CommandResult, SessionError, SessionRecord, Sessions
+from harness.session import (
+    CommandResult,
+    SessionError,
+    SessionRecord,
+    Sessions,
+    raise_unless_allowed,
+)
 
 SERVER_NAME = "harness"
 DECLINED_GRACE = 30.0  # seconds another console has to answer what the MCP client declined
@@ -730,15 +736,7 @@ def write_in_sandbox(record: SessionRecord, target: str, data: bytes) -> Command
             "justification": f"write_file from the MCP client: {len(data)} bytes to {target}",
         },
     )
-    if answer.get("error"):
-        raise SessionError(f"the session's gateway refused the request: {answer['error']}")
-    if answer.get("decision") != "allow":
-        reason = str(answer.get("reason") or "denied")
-        feedback = answer.get("feedback") if isinstance(answer.get("feedback"), str) else None
-        text = f"denied ({answer.get('approval_id', '-')}): {reason}"
-        if feedback:
-            text += f"\nharness: feedback from the reviewer: {feedback}"
-        raise PolicyDenied(text, reason=reason, feedback=feedback)
+    raise_unless_allowed(answer)
     sandbox = ProcessId.from_label(record.agent) if record.agent else None
     if sandbox is None:
         raise SessionError(

@@ -55,18 +55,6 @@ class PolicyCheck:
         }
 
 
-def policy_context(settings: Settings) -> PolicyContext:
-    return PolicyContext(
-        policy=settings.approval_policy,
-        mode=settings.sandbox_mode,
-        rules=settings.prefix_rules,
-        workspace=str(settings.workspace),
-        smart_approvals=settings.smart_approvals,
-        reviewer=settings.guardian_command,
-        reviewer_timeout=settings.guardian_timeout,
-    )
-
-
 def check_policy(
     options: CliOptions,
     locations: Locations,
@@ -93,5 +81,5 @@ def check_policy(
             argv, where, escalate=escalate, justification=justification
         )
     return PolicyCheck(
-        settings, request, evaluate(request, policy_context(settings), with_risk=True)
+        settings, request, evaluate(request, PolicyContext.for_settings(settings), with_risk=True)
     )

@@ -125,20 +125,6 @@ class SessionRecord:
 # -- policy context, stored with the session --------------------------------------------
 
 
-def policy_context(settings: Settings) -> PolicyContext:
-    from harness.approval.engine import PolicyContext
-
-    return PolicyContext(
-        policy=settings.approval_policy,
-        mode=settings.sandbox_mode,
-        rules=settings.prefix_rules,
-        workspace=str(settings.workspace),
-        smart_approvals=settings.smart_approvals,
-        reviewer=settings.guardian_command,
-        reviewer_timeout=settings.guardian_timeout,
-    )
-
-
 def context_to_json(context: PolicyContext) -> dict[str, Any]:
     return {
         "policy": context.policy.value,
@@ -533,9 +519,10 @@ class Sessions:
     def _begin(self, settings: Settings) -> _Start:
         """A session id, its policy, its audit log (with the resolved config) and its broker."""
         from harness.approval.broker import ApprovalBroker
+        from harness.approval.engine import PolicyContext
 
         session_id = new_session_id()
-        context = policy_context(settings)
+        context = PolicyContext.for_settings(settings)
         audit = self._audit(settings.audit_paths)
         if audit is not None:
             audit.append(
@@ -586,24 +573,13 @@ class Sessions:
             handle = backend.create(spec)
             try:
                 self.store.save(self._record(spec, handle, settings, context))
-                started = time.monotonic()
-                if audit is not None:
-                    audit.append(
-                        "command.started",
-                        session=spec.session_id,
-                        command=list(command),
-                        backend=backend.name,
-                    )
-                code = backend.attach(handle, spec)
-                if audit is not None:
-                    audit.append(
-                        "command.finished",
-                        session=spec.session_id,
-                        command=list(command),
-                        exit_code=code,
-                        duration_ms=round((time.monotonic() - started) * 1000, 1),
-                    )
-                return code
+                return _audited(
+                    audit,
+                    spec.session_id,
+                    command,
+                    backend.name,
+                    lambda: backend.attach(handle, spec),
+                )
             finally:
                 self._teardown(backend, handle, spec.session_id, spec.mounts, audit)
 
@@ -818,24 +794,13 @@ class Sessions:
         spec = ExecSpec(
             tuple(argv), workdir or record.workdir, record.user, env, tty=tty, stdin=stdin
         )
-        started = time.monotonic()
-        if audit is not None:
-            audit.append(
-                "command.started",
-                session=record.session_id,
-                command=list(argv),
-                backend=record.backend,
-            )
-        code = self._exec_fast_or_engine(backend, record, spec, interrupt)
-        if audit is not None:
-            audit.append(
-                "command.finished",
-                session=record.session_id,
-                command=list(argv),
-                exit_code=code,
-                duration_ms=round((time.monotonic() - started) * 1000, 1),
-            )
-        return code
+        return _audited(
+            audit,
+            record.session_id,
+            argv,
+            record.backend,
+            lambda: self._exec_fast_or_engine(backend, record, spec, interrupt),
+        )
 
     @staticmethod
     def _exec_fast_or_engine(
@@ -997,7 +962,7 @@ class Sessions:
                 console.close()
         if errors:
             raise errors[0]
-        _raise_unless_allowed(result)
+        raise_unless_allowed(result)
 
     def exec_captured(
         self,
@@ -1071,40 +1036,24 @@ class Sessions:
     ) -> int:
         from harness.backends.agent_client import AgentUnavailable, run_via_agent
 
-        started = time.monotonic()
-        if audit is not None:
-            audit.append(
-                "command.started",
-                session=record.session_id,
-                command=list(spec.argv),
-                backend=record.backend,
-            )
-        sandbox = ProcessId.from_label(record.agent) if record.agent else None
-        code: int | None = None
-        if sandbox is not None:
-            with contextlib.suppress(AgentUnavailable):
-                code = run_via_agent(
-                    sandbox,
-                    spec.argv,
-                    cwd=spec.workdir,
-                    env=spec.env,
-                    tty=False,
-                    stdin=False,
-                    terminal=terminal,
-                )
-        if code is None:
+        def run() -> int:
+            sandbox = ProcessId.from_label(record.agent) if record.agent else None
+            if sandbox is not None:
+                with contextlib.suppress(AgentUnavailable):
+                    return run_via_agent(
+                        sandbox,
+                        spec.argv,
+                        cwd=spec.workdir,
+                        env=spec.env,
+                        tty=False,
+                        stdin=False,
+                        terminal=terminal,
+                    )
             raise SessionError(
                 "the session's agent is not reachable; capture needs it (an image with python3)"
             )
-        if audit is not None:
-            audit.append(
-                "command.finished",
-                session=record.session_id,
-                command=list(spec.argv),
-                exit_code=code,
-                duration_ms=round((time.monotonic() - started) * 1000, 1),
-            )
-        return code
+
+        return _audited(audit, record.session_id, spec.argv, record.backend, run)
 
     def _run_escalated(
         self,
@@ -1282,7 +1231,30 @@ def _approval_request(
     return ApprovalRequest.for_argv(argv, cwd, escalate=escalate, justification=justification)
 
 
-def _raise_unless_allowed(answer: Mapping[str, Any]) -> None:
+def _audited(
+    audit: MultiAuditLog | None,
+    session_id: str,
+    command: Sequence[str],
+    backend: str,
+    run: Callable[[], int],
+) -> int:
+    """Run a command, with its start and its result (exit code, duration) in the audit log."""
+    started = time.monotonic()
+    if audit is not None:
+        audit.append("command.started", session=session_id, command=list(command), backend=backend)
+    code = run()
+    if audit is not None:
+        audit.append(
+            "command.finished",
+            session=session_id,
+            command=list(command),
+            exit_code=code,
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+        )
+    return code
+
+
+def raise_unless_allowed(answer: Mapping[str, Any]) -> None:
     """A gateway's answer: nothing when allowed, PolicyDenied (126) with reason and feedback when not."""
     if answer.get("error"):
         raise SessionError(f"the session's gateway refused the request: {answer['error']}")
@@ -1338,7 +1310,7 @@ def _escalate_through_gateway(
         reader = sock.makefile("rb")
         (length,) = HEAD.unpack(reader.read(HEAD.size))
         answer = json.loads(reader.read(length))
-        _raise_unless_allowed(answer)
+        raise_unless_allowed(answer)
         out: list[bytes] = []
         err: list[bytes] = []
         while True:

@@ -51,6 +51,21 @@ class PendingApproval:
     request: ApprovalRequest
     verdict: Verdict
 
+    def question(self) -> dict[str, object]:
+        """The question as a console renders it (and as the gateway sends it to one)."""
+        risk = self.verdict.risk
+        return {
+            "id": self.approval_id,
+            "kind": "command",
+            "command": self.request.parsed.source,
+            "cwd": self.request.cwd,
+            "reason": self.verdict.reason,
+            "risk": risk.level.value if risk else None,
+            "rationale": risk.rationale if risk else None,
+            "justification": self.request.justification,
+            "escalate": self.request.wants_escalation,
+        }
+
 
 # The human: returns their answer, or None when nobody can be asked right now
 # (no terminal, no console attached, no MCP client) so that the request is denied.

@@ -23,6 +23,7 @@ if (
     TYPE_CHECKING
 ):  # the guardian is imported only when it is used: it is big, and exec is a hot path
     from harness.approval.guardian import RiskAssessment
+    from harness.config.settings import Settings
 
 
 class Decision(enum.Enum):
@@ -120,6 +121,18 @@ class PolicyContext:
     smart_approvals: bool = False
     reviewer: tuple[str, ...] | None = None
     reviewer_timeout: float = 30.0
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> PolicyContext:
+        return cls(
+            policy=settings.approval_policy,
+            mode=settings.sandbox_mode,
+            rules=settings.prefix_rules,
+            workspace=str(settings.workspace),
+            smart_approvals=settings.smart_approvals,
+            reviewer=settings.guardian_command,
+            reviewer_timeout=settings.guardian_timeout,
+        )
 
 
 @dataclass(frozen=True)

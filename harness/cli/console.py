@@ -107,21 +107,9 @@ class TerminalAsker:
         else:
             (out, answers), close = _tty_streams(), True
         try:
-            verdict = pending.verdict
-            render_question(
-                out,
-                {
-                    "id": pending.approval_id,
-                    "command": pending.request.parsed.source,
-                    "cwd": pending.request.cwd,
-                    "reason": verdict.reason,
-                    "risk": verdict.risk.level.value if verdict.risk else None,
-                    "rationale": verdict.risk.rationale if verdict.risk else None,
-                    "justification": pending.request.justification,
-                    "escalate": pending.request.wants_escalation,
-                },
-            )
-            return prompt_choice(out, answers, {"kind": "command"})
+            question = pending.question()
+            render_question(out, question)
+            return prompt_choice(out, answers, question)
         finally:
             if close:
                 for handle in (out, answers):

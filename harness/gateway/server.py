@@ -296,19 +296,7 @@ class Gateway:
 
     def _ask(self, pending: PendingApproval) -> Answer | None:
         """Runs in a worker thread: wait for a console's answer to exactly this approval ID."""
-        verdict = pending.verdict
-        summary = {
-            "id": pending.approval_id,
-            "kind": "command",
-            "command": pending.request.parsed.source,
-            "cwd": pending.request.cwd,
-            "reason": verdict.reason,
-            "risk": verdict.risk.level.value if verdict.risk else None,
-            "rationale": verdict.risk.rationale if verdict.risk else None,
-            "justification": pending.request.justification,
-            "escalate": pending.request.wants_escalation,
-        }
-        return self._wait_for_answer(pending.approval_id, summary)
+        return self._wait_for_answer(pending.approval_id, pending.question())
 
     def _wait_for_answer(self, approval_id: str, summary: dict[str, Any]) -> Answer | None:
         if not self.consoles or self.loop is None:
