@@ -729,7 +729,7 @@ class Sessions:
                     return 0
                 with self._console(record) as console:
                     return self._exec_in(
-                        backend,
+                        lambda: backend,
                         record,
                         argv,
                         tty=tty,
@@ -778,7 +778,7 @@ class Sessions:
 
     def _exec_in(
         self,
-        backend: Backend,
+        backend: Callable[[], Backend],
         record: SessionRecord,
         argv: Sequence[str],
         *,
@@ -804,8 +804,12 @@ class Sessions:
 
     @staticmethod
     def _exec_fast_or_engine(
-        backend: Backend, record: SessionRecord, spec: ExecSpec, interrupt: Any = None
+        backend: Callable[[], Backend],
+        record: SessionRecord,
+        spec: ExecSpec,
+        interrupt: Any = None,
     ) -> int:
+        """Through the in-sandbox agent when it answers; the engine (made only then) otherwise."""
         from harness.backends.agent_client import AgentUnavailable, run_via_agent
 
         sandbox = ProcessId.from_label(record.agent) if record.agent else None
@@ -822,7 +826,7 @@ class Sessions:
                 )
             except AgentUnavailable:
                 pass  # not started yet, or killed inside the sandbox: the engine can still exec
-        return backend.exec(record.handle(), spec)
+        return backend().exec(record.handle(), spec)
 
     # -- exec
 
@@ -906,9 +910,14 @@ class Sessions:
             )
         from harness.backends.registry import BACKENDS
 
-        backend = BACKENDS[record.backend](self.locations)
         return self._exec_in(
-            backend, record, argv, tty=tty, stdin=stdin, audit=audit, workdir=workdir
+            lambda: BACKENDS[record.backend](self.locations),
+            record,
+            argv,
+            tty=tty,
+            stdin=stdin,
+            audit=audit,
+            workdir=workdir,
         )
 
     def _approve_at_gateway(

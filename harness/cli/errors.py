@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from harness.errors import EXIT_HARNESS, EXIT_USAGE, HarnessError
+from harness.errors import EXIT_HARNESS, HarnessError
 
 EXIT_INTERRUPTED = 130
 
@@ -26,7 +26,6 @@ def guarded(action: Callable[[], int | None]) -> int | None:
 
 def run_guarded(app: Any, argv: list[str] | None) -> int:
     """Run the Typer app; map HarnessError, usage errors, ^C and bugs to exit codes."""
-    import click
     import typer
 
     command = typer.main.get_command(app)
@@ -35,12 +34,16 @@ def run_guarded(app: Any, argv: list[str] | None) -> int:
     except HarnessError as error:
         sys.stderr.write(f"harness: {error.message}\n")
         return error.exit_code
-    except click.exceptions.Exit as done:
+    except typer.Exit as done:
         return int(done.exit_code)
-    except click.ClickException as error:
-        error.show()
-        return EXIT_USAGE if isinstance(error, click.UsageError) else error.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except typer.TyperException as error:  # usage errors (exit 2) and the like, with help hints
+        show = getattr(error, "show", None)
+        if callable(show):
+            show()
+        else:
+            sys.stderr.write(f"harness: {error.message}\n")
+        return int(error.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
         sys.stderr.write("harness: interrupted\n")
         return EXIT_INTERRUPTED
     except BrokenPipeError:

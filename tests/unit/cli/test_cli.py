@@ -65,6 +65,26 @@ def test_bad_mode_is_a_usage_error(capsys: pytest.CaptureFixture[str], workspace
     assert "read-only" in err
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("config", "show", "--bogus"),
+        ("down", "--session", "abc"),
+        ("ls", "--all-of-them"),
+        ("nosuchcommand",),
+        ("policy", "check", "--nope", "--", "ls"),
+    ],
+)
+def test_unknown_options_and_commands_are_usage_errors_not_crashes(
+    capsys: pytest.CaptureFixture[str], workspace: Path, argv: tuple[str, ...]
+) -> None:
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert "internal error" not in err
+    assert "No such" in err
+    assert "-h' for help" in err
+
+
 def test_malformed_toml_exits_125_naming_line(
     capsys: pytest.CaptureFixture[str], workspace: Path
 ) -> None:
