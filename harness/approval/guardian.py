@@ -136,7 +136,7 @@ from harness.approval.shell import (
 )
 
 MAX_REVIEW_OUTPUT = 64 * 1024
-LOW_RATIONALE = "low: reads or local changes inside the workspace only"
+LOW_RATIONALE = "reads or local changes inside the workspace only"
 _DISPLAY_LIMIT = 160
 _REVIEWER_TEXT_LIMIT = 1000
 
@@ -334,7 +334,7 @@ def combine(scorer: RiskAssessment, reviewer: RiskAssessment | None) -> RiskAsse
         if level is scorer.level:
             rationale = f"{scorer.rationale}; {failure.detail}"
         else:
-            rationale = f"{level.value}: {failure.detail} (scorer: {scorer.rationale})"
+            rationale = f"{failure.detail} (scorer: {scorer.level.value}, {scorer.rationale})"
         return RiskAssessment(level, rationale, (*scorer.evidence, failure), scorer.source)
     evidence = tuple(dict.fromkeys((*scorer.evidence, *reviewer.evidence)))
     evidence = tuple(sorted(evidence, key=lambda item: -item.risk.rank))
@@ -352,7 +352,7 @@ def _summarise(evidence: tuple[Evidence, ...]) -> RiskAssessment:
     if not evidence:
         return RiskAssessment(Risk.LOW, LOW_RATIONALE, ())
     top = evidence[0]
-    rationale = f"{top.risk.value}: {top.describe()}"
+    rationale = top.describe()  # the level is shown beside it, not repeated in it
     more = len(evidence) - 1
     if more:
         rationale += f" (and {more} more finding{'s' if more > 1 else ''})"

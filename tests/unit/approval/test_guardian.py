@@ -361,7 +361,7 @@ def test_the_table_is_thorough() -> None:
 def test_rationale_names_the_strictest_finding() -> None:
     assessment = score("git push --force origin main")
     assert assessment.rationale == (
-        "high: `git push --force origin main` force-pushes, rewriting remote history"
+        "`git push --force origin main` force-pushes, rewriting remote history"
     )
     assert assessment.evidence[0] == Evidence(
         "history-rewrite",
@@ -373,7 +373,7 @@ def test_rationale_names_the_strictest_finding() -> None:
 
 def test_rationale_counts_the_other_findings() -> None:
     assessment = score("sudo apt-get install -y ripgrep")
-    assert assessment.rationale.startswith("high: `sudo apt-get install -y ripgrep` runs with")
+    assert assessment.rationale.startswith("`sudo apt-get install -y ripgrep` runs with")
     assert assessment.rationale.endswith("(and 1 more finding)")
     assert [item.risk for item in assessment.evidence] == [HIGH, MEDIUM]
 
@@ -385,14 +385,14 @@ def test_level_is_the_strictest_evidence_and_the_rationale_says_so(source: str) 
     ranks = [item.risk.rank for item in assessment.evidence]
     assert ranks == sorted(ranks, reverse=True)
     top = assessment.evidence[0]
-    assert assessment.rationale.startswith(f"{assessment.level.value}: {top.describe()}")
+    assert assessment.rationale.startswith(top.describe())
     assert "\n" not in assessment.rationale
 
 
 def test_uncertain_parse_names_the_first_reason() -> None:
     assessment = score("echo $(whoami)")
     assert assessment.rationale == (
-        "medium: `echo $(whoami)` cannot be analysed with certainty: command substitution"
+        "`echo $(whoami)` cannot be analysed with certainty: command substitution"
     )
 
 
