@@ -14,9 +14,13 @@ import concurrent.futures
 import contextlib
 import hmac
 import json
+import os
 import select
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -29,6 +33,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from harness import sandbox_shell
 from harness.approval.engine import ApprovalRequest, Decision, PolicyContext, evaluate
 from harness.approval.shell import parse_argv, parse_shell
 from harness.gateway import server
@@ -1245,3 +1250,246 @@ def test_a_wrong_token_of_the_same_length_is_refused_in_constant_time(
 def test_the_sockets_have_the_right_permissions(gw: Running) -> None:
     assert gw.control_path.stat().st_mode & 0o777 == 0o600
     assert gw.gateway_path.stat().st_mode & 0o777 == 0o666
+
+
+# -- harness-sh, the gateway's client inside the sandbox -----------------------------------
+
+SANDBOX_SHELL = Path(sandbox_shell.__file__)
+NEVER = PolicyContext(
+    ApprovalPolicy.NEVER,
+    SandboxMode.WORKSPACE_WRITE,
+    (PrefixRule("touch", RuleAction.FORBIDDEN, MANAGED),),
+    workspace=WORKSPACE,
+)
+# harness-sh as the image's CPython runs it, and with the C JSON module missing (another Python)
+_INTERPRETERS = {
+    "c-halves": [sys.executable, str(SANDBOX_SHELL)],
+    "public-modules": [
+        sys.executable,
+        "-c",
+        "import runpy, sys; sys.modules['_json'] = None; sys.argv = sys.argv[1:]; "
+        "runpy.run_path(sys.argv[0], run_name='__main__')",
+        str(SANDBOX_SHELL),
+    ],
+}
+
+
+def harness_sh(
+    gw: Running, *args: str, cwd: Path, policy: str = "never", interpreter: str = "c-halves"
+) -> subprocess.Popen[bytes]:
+    env = {
+        "PATH": os.environ["PATH"],
+        "HARNESS_GATEWAY": str(gw.gateway_path),
+        "HARNESS_GATEWAY_TOKEN": TOKEN,
+        "HARNESS_APPROVAL_POLICY": policy,
+    }
+    return subprocess.Popen(
+        [*_INTERPRETERS[interpreter], *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def finished(process: subprocess.Popen[bytes]) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=30)
+    return process.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+def never_gw() -> Iterator[Running]:
+    with running(NEVER) as gateway:
+        yield gateway
+
+
+@pytest.mark.parametrize("interpreter", sorted(_INTERPRETERS))
+def test_harness_sh_runs_what_is_allowed_with_its_args_output_and_exit_code(
+    never_gw: Running, tmp_path: Path, interpreter: str
+) -> None:
+    process = harness_sh(
+        never_gw,
+        "-c",
+        'echo "out $0 $1"; echo "err $2" >&2; exit 7',
+        "zero",
+        "one",
+        "two",
+        cwd=tmp_path,
+        interpreter=interpreter,
+    )
+    assert finished(process) == (7, "out zero one\n", "err two\n")
+
+
+@pytest.mark.parametrize("interpreter", sorted(_INTERPRETERS))
+def test_harness_sh_refuses_a_forbidden_command_without_running_it(
+    never_gw: Running, tmp_path: Path, interpreter: str
+) -> None:
+    code, out, err = finished(
+        harness_sh(never_gw, "-c", "touch made", cwd=tmp_path, interpreter=interpreter)
+    )
+    assert code == 126
+    assert out == ""
+    assert "forbidden rule 'touch'" in err
+    assert not (tmp_path / "made").exists()
+
+
+def test_harness_sh_passes_the_humans_denial_and_feedback_to_the_agent(
+    gw: Running, tmp_path: Path
+) -> None:
+    with console(gw) as human:
+        process = harness_sh(gw, "-c", "make test > made", cwd=tmp_path, policy="untrusted")
+        question = human.next()
+        assert question["command"] == "make test > made"
+        assert question["cwd"] == str(tmp_path)
+        human.answer(question["id"], "deny", "use a branch")
+        code, _, err = finished(process)
+    assert code == 126
+    assert f"denied ({question['id']})" in err
+    assert "harness: feedback: use a branch" in err
+    assert not (tmp_path / "made").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        'printf "%s\\n" "quote\\" back\\\\slash" > made',
+        "echo 'ünïcødé 😀 — tab\there' > made",
+        "cat <<'EOF' > made\nline one\n\tline two\nEOF",
+        "echo $'\\x01\\x1f control' \"${HOME}\" `id` > made",
+    ],
+)
+def test_harness_sh_sends_the_command_text_exactly(
+    gw: Running, tmp_path: Path, command: str
+) -> None:
+    """The JSON harness-sh writes by hand is what the gateway reads: quotes, escapes, any script."""
+    with console(gw) as human:
+        process = harness_sh(gw, "-c", command, cwd=tmp_path, policy="untrusted")
+        question = human.next()
+        human.answer(question["id"], "deny")
+        code, _, _ = finished(process)
+    assert question["command"] == command
+    assert code == 126
+    assert not (tmp_path / "made").exists()
+
+
+@settings(max_examples=300, deadline=None)
+@given(message=st.dictionaries(_TEXT, st.none() | st.booleans() | _TEXT, max_size=8))
+def test_encode_is_json(message: dict[str, str | bool | None]) -> None:
+    assert json.loads(sandbox_shell.encode(message)) == message
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.dictionaries(_TEXT, _JSON, max_size=6))
+def test_decode_reads_what_json_writes(value: dict[str, Any]) -> None:
+    try:
+        data = json.dumps(value, allow_nan=False).encode()
+    except ValueError:  # infinities: Python writes them, strict JSON has none
+        with pytest.raises(ValueError):
+            sandbox_shell.decode(json.dumps(value).encode())
+        return
+    assert sandbox_shell.decode(data) == value
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"[]",
+        b'"x"',
+        b"1",
+        b"null",
+        b'{"a": NaN}',
+        b'{"a": Infinity}',
+        b"{} {}",
+        b"{",
+        b"{'a': 1}",
+    ],
+)
+def test_decode_refuses_anything_but_one_strict_object(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        sandbox_shell.decode(data)
+
+
+def test_harness_sh_without_a_gateway_runs_nothing(tmp_path: Path) -> None:
+    process = subprocess.run(
+        [sys.executable, str(SANDBOX_SHELL), "-c", "touch made"],
+        check=False,
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"], "HARNESS_GATEWAY": str(tmp_path / "none.sock")},
+        capture_output=True,
+        timeout=30,
+    )
+    assert process.returncode == 126
+    assert b"the approval gateway is not reachable" in process.stderr
+    assert not (tmp_path / "made").exists()
+
+
+def test_harness_sh_reports_a_signal_death_as_128_plus_the_signal(
+    never_gw: Running, tmp_path: Path
+) -> None:
+    code, _, _ = finished(harness_sh(never_gw, "-c", "kill -9 $$", cwd=tmp_path))
+    assert code == 128 + signal.SIGKILL
+
+
+def test_harness_sh_restores_sigpipe_for_the_command(never_gw: Running, tmp_path: Path) -> None:
+    # python3 ignores SIGPIPE; a pipeline's writer must still die of it, as under any shell
+    code, out, _ = finished(
+        harness_sh(never_gw, "-c", "yes | head -n 1; echo ${PIPESTATUS[0]}", cwd=tmp_path)
+    )
+    assert code == 0
+    assert out == f"y\n{128 + signal.SIGPIPE}\n"
+
+
+def test_harness_sh_leaves_interrupts_to_the_command(never_gw: Running, tmp_path: Path) -> None:
+    process = harness_sh(
+        never_gw, "-c", "trap 'echo caught; exit 3' INT; sleep 5 & wait", cwd=tmp_path
+    )
+    deadline = time.monotonic() + 10
+    while not any(
+        Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep")
+        for pid in _children_of(process.pid)
+    ):
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGINT)  # harness-sh's own ^C: it waits, the command decides
+    time.sleep(0.2)
+    assert process.poll() is None
+    for pid in _children_of(process.pid):
+        os.kill(pid, signal.SIGINT)
+    code, out, _ = finished(process)
+    assert (code, out) == (3, "caught\n")
+
+
+def _children_of(pid: int) -> list[int]:
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text()
+        children += [int(child) for child in text.split()]
+    return children + [grandchild for child in children for grandchild in _children_of(child)]
+
+
+def test_a_sandbox_refusal_under_on_request_asks_to_retry_outside(tmp_path: Path) -> None:
+    escalator = Recorder()
+    context = PolicyContext(
+        ApprovalPolicy.ON_REQUEST, SandboxMode.WORKSPACE_WRITE, RULES, workspace=str(tmp_path)
+    )
+    with running(context, escalator=escalator) as gw, console(gw) as human:
+        # the refusal's text arrives split across writes: harness-sh still recognises it
+        command = "printf 'cp: x: Read-only' >&2; sleep 0.2; echo ' file system' >&2; exit 1"
+        process = harness_sh(gw, "-c", command, cwd=tmp_path, policy="on-request")
+        question = human.next()
+        assert question["command"] == command
+        human.answer(question["id"], "approve-once")
+        code, out, err = finished(process)
+    assert "cp: x: Read-only file system" in err
+    assert "asking to retry it outside the sandbox" in err
+    assert (code, out) == (0, "escalated\n")
+    assert escalator.calls == [(("sh", "-c", command), str(tmp_path))]
+
+
+def test_harness_sh_relays_a_large_stderr_whole(never_gw: Running, tmp_path: Path) -> None:
+    code, out, err = finished(
+        harness_sh(never_gw, "-c", "head -c 3000000 /dev/zero | tr '\\0' e >&2", cwd=tmp_path)
+    )
+    assert (code, out) == (0, "")
+    assert err == "e" * 3_000_000
