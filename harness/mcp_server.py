@@ -721,7 +721,7 @@ def write_in_sandbox(record: SessionRecord, target: str, data: bytes) -> Command
     from harness.audit import MultiAuditLog
     from harness.backends.agent_client import AgentUnavailable, run_via_agent
     from harness.backends.stream import Terminal
-    from harness.gateway.process import ask
+    from harness.gateway.client import ask
     from harness.procs import ProcessId
 
     argv = ["dd", f"of={target}", "status=none"]

@@ -14,7 +14,6 @@ import json
 import os
 import pwd
 import resource
-import secrets
 import signal
 import sys
 import threading
@@ -41,7 +40,6 @@ from harness.backends.base import (
 from harness.errors import HarnessError, PolicyDenied
 from harness.paths import Locations
 from harness.policy.modes import ApprovalPolicy, NetworkMode, RuleAction, SandboxMode
-from harness.policy.rules import Origin, PrefixRule
 from harness.procs import ProcessId
 
 if TYPE_CHECKING:  # loaded where used: `harness exec` needs none of these to run a command
@@ -148,6 +146,7 @@ def context_to_json(context: PolicyContext) -> dict[str, Any]:
 
 def context_from_json(data: Mapping[str, Any]) -> PolicyContext:
     from harness.approval.engine import PolicyContext
+    from harness.policy.rules import Origin, PrefixRule
 
     return PolicyContext(
         policy=ApprovalPolicy.parse(data["policy"]),
@@ -293,6 +292,8 @@ def sandbox_bin_dir(locations: Locations) -> str:
 
 
 def new_session_id() -> str:
+    import secrets
+
     return secrets.token_hex(5)
 
 
@@ -933,7 +934,7 @@ class Sessions:
         """Ask the session's gateway; with a terminal, answer our own question here if it asks."""
         import threading
 
-        from harness.gateway.process import ask
+        from harness.gateway.client import ask
 
         message = {
             "op": "run",
@@ -1079,7 +1080,7 @@ class Sessions:
 
         backend = BACKENDS[record.backend](self.locations)
         plan = plan_for(settings, SandboxMode.DANGER_FULL_ACCESS, NetworkMode.FULL)
-        sibling = f"{record.session_id}-e{secrets.token_hex(2)}"
+        sibling = f"{record.session_id}-e{new_session_id()[:4]}"
         spec = session_spec(
             backend,
             plan,

@@ -1,17 +1,14 @@
-"""Starting and stopping a session's gateway process, and asking it from the host."""
+"""Starting and stopping a session's gateway process."""
 
 from __future__ import annotations
 
 import secrets
-import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.daemons import config_dir, start_daemon, stop_daemon
-from harness.errors import BackendError
-from harness.gateway.protocol import HEAD, MAX_MESSAGE, encode
 from harness.paths import Locations
 
 KIND = "gateway"
@@ -68,36 +65,3 @@ def stop_gateway(locations: Locations, session_id: str) -> bool:
     if folder.exists():
         folder.rmdir()
     return stopped
-
-
-def ask(control: str, message: dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
-    """One question to a gateway's control socket; the answer as JSON."""
-    import json
-
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(control)
-        sock.sendall(encode(message))
-        head = _read_exact(sock, HEAD.size)
-        (length,) = HEAD.unpack(head)
-        if length > MAX_MESSAGE:
-            raise BackendError("the gateway sent an oversized answer")
-        answer = json.loads(_read_exact(sock, length))
-    except (OSError, ValueError) as exc:
-        raise BackendError(f"the session's gateway did not answer ({exc})") from None
-    finally:
-        sock.close()
-    if not isinstance(answer, dict):
-        raise BackendError("the session's gateway sent a malformed answer")
-    return answer
-
-
-def _read_exact(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise OSError("connection closed")
-        data += chunk
-    return data

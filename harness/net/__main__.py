@@ -50,7 +50,7 @@ async def _serve(config: dict[str, Any], listener: Any, stop: asyncio.Event) -> 
 
     async def ask(host: str, port: int) -> Approval:
         """A domain no rule covers: the session's gateway asks its console."""
-        from harness.gateway.process import ask as ask_gateway
+        from harness.gateway.client import ask as ask_gateway
 
         assert control is not None  # noqa: S101 - only passed when there is one
         message = {"op": "network", "token": control["token"], "host": host, "port": port}

@@ -333,7 +333,7 @@ def test_nothing_left_after_normal_end_ctrl_c_and_kill_9(
 def test_unlisted_domains_are_asked_through_the_console(
     engine: str, harness_cli, net_env: dict[str, str], web: tuple[int, Path]
 ) -> None:  # type: ignore[no-untyped-def]
-    from harness.gateway.process import ask  # noqa: F401 - the console speaks the same protocol
+    from harness.gateway.client import ask  # noqa: F401 - the console speaks the same protocol
     from harness.gateway.protocol import HEAD, encode
 
     port, _ = web
