@@ -194,7 +194,7 @@ def host_breakdown(session: str, runs: int, env: dict[str, str]) -> dict[str, fl
 import json, os, statistics, sys, time
 from harness.backends.agent_client import run_via_agent
 from harness.backends.stream import Terminal
-from harness.gateway.process import ask
+from harness.gateway.client import ask
 from harness.paths import Locations
 from harness.procs import ProcessId
 from harness.session import SessionStore
