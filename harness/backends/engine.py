@@ -4,6 +4,7 @@ attach, exec, wait and remove work)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -16,6 +17,10 @@ from harness.backends.stream import Terminal
 from harness.errors import BackendError
 
 EXEC_EXIT_POLLS = 300
+
+
+def container_name(session_id: str) -> str:
+    return f"harness-{session_id}"
 
 
 def render_exec(spec: ExecSpec) -> dict[str, Any]:
@@ -47,7 +52,7 @@ class EngineBackend:
         raise NotImplementedError
 
     def create_query(self, spec: SessionSpec) -> dict[str, Any]:
-        return {"name": f"harness-{spec.session_id}"}
+        return {"name": container_name(spec.session_id)}
 
     def wait_exit_code(self, container_id: str) -> int:
         raise NotImplementedError
@@ -71,14 +76,19 @@ class EngineBackend:
         return str(response.json()["Id"])
 
     def create(self, spec: SessionSpec) -> Handle:
+        """Create (and for a keeper, start) the sandbox; nothing is left behind when this raises,
+        even for Ctrl-C or SIGTERM arriving after the engine made the container but before its
+        id came back: the engine knows it by its name then."""
         self.ready()
-        handle = Handle(self.name, self._create(spec), spec.session_id)
-        if spec.command is None:
-            try:
+        handle = Handle(self.name, container_name(spec.session_id), spec.session_id)
+        try:
+            handle = Handle(self.name, self._create(spec), spec.session_id)
+            if spec.command is None:
                 self.api.request("POST", self._path(f"/containers/{handle.container_id}/start"))
-            except BackendError:
+        except BaseException:
+            with contextlib.suppress(BackendError):
                 self.destroy(handle)
-                raise
+            raise
         return handle
 
     def attach(self, handle: Handle, spec: SessionSpec, terminal: Terminal | None = None) -> int:

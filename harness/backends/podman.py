@@ -17,7 +17,7 @@ from typing import Any
 from harness.backends.agent_client import KEEPER
 from harness.backends.base import SessionSpec
 from harness.backends.docker import MASK_TMPFS_OPTIONS, engine_network, tmpfs_options
-from harness.backends.engine import EngineBackend
+from harness.backends.engine import EngineBackend, container_name
 from harness.backends.engine_api import EngineAPI
 from harness.backends.mounts import MaskKind
 from harness.errors import BackendError
@@ -81,7 +81,7 @@ def render_podman(
             )
     attached = spec.command is not None
     body: dict[str, Any] = {
-        "name": f"harness-{spec.session_id}",
+        "name": container_name(spec.session_id),
         "image": spec.image,
         "entrypoint": [],
         "command": list(spec.command) if attached and spec.command is not None else list(KEEPER),

@@ -242,3 +242,42 @@ def test_kill_9_of_a_session_with_a_gateway_then_prune(
     assert harness_cli("prune").returncode == 0
     assert containers(engine) == []
     _wait_for(lambda: not gateways(), timeout=15)  # the gateway follows its session out
+
+
+def test_an_interrupt_before_the_engine_answers_create_leaves_nothing(
+    engine: str, harness_env: dict[str, str], containers, workspace: Path
+) -> None:
+    """Ctrl-C can land after the engine made the container but before its id came back."""
+    from harness.backends.registry import choose_backend
+    from harness.config.options import CliOptions
+    from harness.config.resolve import resolve
+    from harness.paths import Locations
+    from harness.session import new_session_id, plan_for, session_spec
+
+    locations = Locations.from_environment(harness_env)
+    backend = choose_backend(engine, locations).backend
+    settings = resolve(CliOptions(workspace=workspace, approval="never"), locations)
+    session_id = new_session_id()
+    spec = session_spec(
+        backend,
+        plan_for(settings),
+        session_id,
+        "localhost/harness-session:latest",
+        command=["true"],
+        tty=False,
+        stdin=False,
+    )
+    api = backend.api  # type: ignore[attr-defined]
+    request = api.request
+
+    def interrupted_after_create(method: str, path: str, **kwargs: object) -> object:
+        response = request(method, path, **kwargs)
+        if path.endswith("/containers/create"):
+            raise KeyboardInterrupt
+        return response
+
+    api.request = interrupted_after_create
+    with pytest.raises(KeyboardInterrupt):
+        backend.create(spec)
+    api.request = request
+    assert containers(engine, session_id) == []
