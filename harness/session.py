@@ -440,6 +440,12 @@ class Sessions:
         choice = choose_backend(name, self.locations)
         return choice.backend, choice.reason
 
+    def _backend_of(self, record: SessionRecord) -> Backend:
+        """The backend the session was started on."""
+        from harness.backends.registry import BACKENDS
+
+        return BACKENDS[record.backend](self.locations)
+
     def _audit(self, settings_paths: Sequence[Path]) -> MultiAuditLog | None:
         from harness.audit import MultiAuditLog
 
@@ -909,10 +915,8 @@ class Sessions:
             return self._run_escalated(
                 record, settings_for_escalation, argv, tty=tty, stdin=stdin, audit=audit
             )
-        from harness.backends.registry import BACKENDS
-
         return self._exec_in(
-            lambda: BACKENDS[record.backend](self.locations),
+            lambda: self._backend_of(record),
             record,
             argv,
             tty=tty,
@@ -932,8 +936,6 @@ class Sessions:
         tty: bool,
     ) -> None:
         """Ask the session's gateway; with a terminal, answer our own question here if it asks."""
-        import threading
-
         from harness.gateway.client import ask
 
         message = {
@@ -944,9 +946,13 @@ class Sessions:
             "escalate": escalate,
             "justification": justification,
         }
-        console = (
-            self.console_factory(record) if (tty and self.console_factory is not None) else None
-        )
+        if not tty or self.console_factory is None:
+            raise_unless_allowed(ask(record.gateway_control, message))
+            return
+        import select
+        import threading
+
+        console = self.console_factory(record)
         result: dict[str, Any] = {}
         errors: list[BaseException] = []
 
@@ -960,16 +966,10 @@ class Sessions:
         worker.start()
         try:
             while worker.is_alive():
-                if console is not None:
-                    import select
-
-                    if select.select([console.fd], [], [], 0.05)[0]:
-                        console.handle()
-                else:
-                    worker.join(0.05)
+                if select.select([console.fd], [], [], 0.05)[0]:
+                    console.handle()
         finally:
-            if console is not None:
-                console.close()
+            console.close()
         if errors:
             raise errors[0]
         raise_unless_allowed(result)
@@ -1003,10 +1003,9 @@ class Sessions:
         if escalate:
             return _escalate_through_gateway(record, command, workdir, justification)
         self._approve_at_gateway(record, command, workdir, False, justification, tty=False)
-        from harness.backends.registry import BACKENDS
         from harness.backends.stream import Terminal
 
-        backend = BACKENDS[record.backend](self.locations)
+        backend = self._backend_of(record)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         devnull = os.open(os.devnull, os.O_RDONLY)
@@ -1076,9 +1075,7 @@ class Sessions:
         audit: MultiAuditLog | None,
     ) -> int:
         """An approved escalation runs in a sibling container with the full plan, sharing the workspace."""
-        from harness.backends.registry import BACKENDS
-
-        backend = BACKENDS[record.backend](self.locations)
+        backend = self._backend_of(record)
         plan = plan_for(settings, SandboxMode.DANGER_FULL_ACCESS, NetworkMode.FULL)
         sibling = f"{record.session_id}-e{new_session_id()[:4]}"
         spec = session_spec(
@@ -1112,10 +1109,8 @@ class Sessions:
             if not records:
                 raise SessionError(f"no session {session_id!r}; `harness ls` lists them.")
         removed = []
-        from harness.backends.registry import BACKENDS
-
         for record in records:
-            backend = BACKENDS[record.backend](self.locations)
+            backend = self._backend_of(record)
             with contextlib.suppress(HarnessError):
                 for info in backend.list({LABEL_SESSION: record.session_id}):
                     backend.destroy(Handle(backend.name, info.container_id, record.session_id))

@@ -21,14 +21,13 @@ from hypothesis import strategies as st
 
 from harness.audit import (
     GENESIS_HASH,
-    PROBLEM_KINDS,
     RESERVED_FIELDS,
     AuditLog,
     AuditRecord,
     MultiAuditLog,
-    VerifyReport,
     filter_records,
 )
+from harness.audit_chain import PROBLEM_KINDS, VerifyReport
 from harness.errors import AuditError
 
 TS_FORMAT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
