@@ -1,11 +1,16 @@
-#!/usr/bin/env python3
-"""harness-sh: the session's $SHELL inside the sandbox. Every command asks the host first.
+#!/bin/sh
+# fmt: off
+''''command -v python3 >/dev/null 2>&1 && exec python3 -I -S "$0" "$@"; echo "harness-sh: this image has no python3, which harness-sh needs to ask the host before running anything, so nothing ran; use an image with python3 (harness's default image has it)" >&2; exit 126 #
+harness-sh: the session's $SHELL inside the sandbox. Every command asks the host first.
 
-Mounted read-only into the sandbox and run by the image's python3; imports
-nothing from harness. Agents run commands as `$SHELL -c 'CMD'`; this asks
-the session's gateway on the host (a unix socket mounted read-only), then:
+A file that is both a POSIX sh script and Python: /bin/sh runs the line above, which
+hands the file to the image's python3, or refuses (exit 126) in an image without one.
+Mounted read-only into the sandbox; imports nothing from harness.
 
-  allowed   → runs CMD with /bin/bash, exit code passes through;
+Agents run commands as `$SHELL -c 'CMD'`; this asks the session's gateway on the
+host (a unix socket mounted read-only), then:
+
+  allowed   → runs CMD with /bin/bash (/bin/sh without bash), exit code passes through;
   denied    → exit 126, the reason and the human's feedback on stderr, so the agent adapts;
   refused by the sandbox (read-only file system, no network) under on-request
             → asks to retry outside the sandbox; once approved, it runs in a sibling
@@ -18,7 +23,8 @@ the session's gateway on the host (a unix socket mounted read-only), then:
 
 The sandbox enforces the plan whatever the gateway says: this is defence in
 depth, never the only barrier. No gateway reachable means no (exit 126).
-"""
+'''
+# fmt: on
 
 from __future__ import annotations
 
@@ -49,6 +55,7 @@ STDOUT, STDERR, EXIT = 2, 3, 4
 MAX_ANSWER = 65536
 DENIED = 126
 BASH = "/bin/bash"
+SH = "/bin/sh"  # runs -c commands in an image without bash
 RCFILE = "/opt/harness/bashrc"
 # what tools print when the sandbox, not the command, said no
 SANDBOX_REFUSALS = (
@@ -245,9 +252,10 @@ def _exec_child(command: str, args: list[str], read_end: int, write_end: int) ->
         # python3 ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across exec
         for number in (signals.SIGINT, signals.SIGQUIT, signals.SIGPIPE, signals.SIGXFSZ):
             signals.signal(number, signals.SIG_DFL)
-        os.execv(BASH, [BASH, "-c", command, *args])
+        shell = BASH if os.access(BASH, os.X_OK) else SH
+        os.execv(shell, [shell, "-c", command, *args])
     except OSError as error:
-        os.write(2, f"harness-sh: cannot run {BASH}: {error.strerror}\n".encode())
+        os.write(2, f"harness-sh: cannot run {shell}: {error.strerror}\n".encode())
     finally:
         os._exit(127)
 
@@ -319,6 +327,12 @@ def main(argv: list[str]) -> int:
             break
         index += 1
     # no command: an interactive bash whose lines are checked by the hook in the rcfile
+    if not os.access(BASH, os.X_OK):
+        sys.stderr.write(
+            "harness-sh: the interactive shell needs bash in the image (each line is checked"
+            " by a bash hook); run commands with `harness exec`, or use an image with bash\n"
+        )
+        return DENIED
     os.execv(BASH, [BASH, "--rcfile", RCFILE, "-i"])
 
 

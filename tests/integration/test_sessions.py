@@ -141,6 +141,44 @@ def test_up_detached_exec_ls_down(engine: str, harness_cli, containers, workspac
     assert harness_cli("exec", "--session", session, "--", "true").returncode == 125
 
 
+def test_an_image_without_python3_still_works_and_its_shell_refuses_clearly(
+    engine: str, harness_cli, containers, workspace: Path
+) -> None:
+    """A user's own image may lack python3: commands go through the engine's exec, and
+    $SHELL (harness-sh) says what is missing instead of failing obscurely."""
+    from harness.images import BASE_IMAGE, UPSTREAM_BASE
+
+    present = [
+        image
+        for image in (BASE_IMAGE, UPSTREAM_BASE)
+        if subprocess.run(
+            [engine, "image", "inspect", image], capture_output=True, check=False
+        ).returncode
+        == 0
+    ]
+    assert present, f"`harness image build` leaves {BASE_IMAGE} or {UPSTREAM_BASE} in {engine}"
+    up = harness_cli("up", "-d", "--backend", engine, "-a", "never", "--image", present[0])
+    assert up.returncode == 0, up.stderr
+    session = up.stdout.strip().splitlines()[-1]
+    try:
+        result = harness_cli(
+            "exec",
+            "--session",
+            session,
+            "--",
+            "sh",
+            "-c",
+            'command -v python3 || echo "no python3"; "$SHELL" -c "touch made"; echo "rc=$?"',
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "no python3\nrc=126\n"
+        assert "this image has no python3" in result.stderr
+        assert not (workspace / "made").exists()
+    finally:
+        harness_cli("down", session)
+    assert containers(engine, session) == []
+
+
 def test_up_runs_a_command_and_removes_the_session(
     engine: str, harness_cli, containers, workspace: Path
 ) -> None:

@@ -1261,16 +1261,29 @@ NEVER = PolicyContext(
     (PrefixRule("touch", RuleAction.FORBIDDEN, MANAGED),),
     workspace=WORKSPACE,
 )
-# harness-sh as the image's CPython runs it, and with the C JSON module missing (another Python)
-_INTERPRETERS = {
-    "c-halves": [sys.executable, str(SANDBOX_SHELL)],
-    "public-modules": [
+
+
+def _run_patched(patch: str) -> list[str]:
+    """harness-sh under this interpreter, with `patch` applied first."""
+    return [
         sys.executable,
         "-c",
-        "import runpy, sys; sys.modules['_json'] = None; sys.argv = sys.argv[1:]; "
+        f"import os, runpy, sys; {patch}; sys.argv = sys.argv[1:]; "
         "runpy.run_path(sys.argv[0], run_name='__main__')",
         str(SANDBOX_SHELL),
-    ],
+    ]
+
+
+# harness-sh as the kernel starts it ($SHELL: the file's #!/bin/sh line hands it to
+# python3), as the image's CPython runs it, with the C JSON module missing (another
+# Python), and in an image without bash
+_INTERPRETERS = {
+    "as-shell": ["/bin/sh", str(SANDBOX_SHELL)],
+    "c-halves": [sys.executable, str(SANDBOX_SHELL)],
+    "public-modules": _run_patched("sys.modules['_json'] = None"),
+    "no-bash": _run_patched(
+        "access = os.access; os.access = lambda p, m: p != '/bin/bash' and access(p, m)"
+    ),
 }
 
 
@@ -1330,6 +1343,43 @@ def test_harness_sh_refuses_a_forbidden_command_without_running_it(
     assert code == 126
     assert out == ""
     assert "forbidden rule 'touch'" in err
+    assert not (tmp_path / "made").exists()
+
+
+def test_harness_sh_runs_commands_with_sh_where_the_image_has_no_bash(
+    never_gw: Running, tmp_path: Path
+) -> None:
+    shell = "echo ${BASH_VERSION:-no bash}"
+    assert finished(harness_sh(never_gw, "-c", shell, cwd=tmp_path, interpreter="no-bash"))[:2] == (
+        0,
+        "no bash\n",
+    )
+    assert finished(harness_sh(never_gw, "-c", shell, cwd=tmp_path))[1] != "no bash\n"
+
+
+def test_an_interactive_harness_sh_without_bash_refuses_rather_than_go_unchecked(
+    never_gw: Running, tmp_path: Path
+) -> None:
+    code, out, err = finished(harness_sh(never_gw, cwd=tmp_path, interpreter="no-bash"))
+    assert (code, out) == (126, "")
+    assert "the interactive shell needs bash" in err
+
+
+def test_harness_sh_refuses_in_an_image_without_python3(never_gw: Running, tmp_path: Path) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    process = subprocess.run(
+        ["/bin/sh", str(SANDBOX_SHELL), "-c", "touch made"],
+        cwd=tmp_path,
+        env={"PATH": str(empty)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert process.returncode == 126
+    assert "this image has no python3" in process.stderr
+    assert process.stdout == ""
     assert not (tmp_path / "made").exists()
 
 
