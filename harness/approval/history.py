@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from harness.audit import AuditRecord
+from harness.errors import HarnessError
 
 
 @dataclass(frozen=True)
@@ -33,15 +34,22 @@ class ApprovalEntry:
 
 
 def approval_history(
-    records: Iterable[AuditRecord], *, session: str | None = None
+    records: Iterable[AuditRecord], *, session: str | None = None, where: str = "the audit log"
 ) -> list[ApprovalEntry]:
-    """One entry per decided approval, oldest first."""
+    """One entry per decided approval, oldest first.
+
+    Raises:
+        HarnessError: `session` is in no record at all (a typo, or another log than
+            `where`), so an empty history would mislead.
+    """
     entries = []
+    known = session is None
     for record in records:
-        if record.event != "approval.decided":
-            continue
         fields = record.fields
         if session is not None and fields.get("session") != session:
+            continue
+        known = True
+        if record.event != "approval.decided":
             continue
         feedback = fields.get("feedback")
         entries.append(
@@ -55,5 +63,10 @@ def approval_history(
                 feedback=str(feedback) if feedback else None,
                 time=record.ts,
             )
+        )
+    if not known:
+        raise HarnessError(
+            f"no record of session {session!r} in {where}; `harness audit show` lists what"
+            " it holds and `harness ls` the running sessions."
         )
     return entries

@@ -492,11 +492,12 @@ def approvals(
     from harness.approval.history import approval_history
     from harness.audit import AuditLog
 
-    entries = [
-        e
-        for path in _audit_paths(paths)
-        for e in approval_history(AuditLog(path).records(), session=session)
-    ]
+    logs = _audit_paths(paths)
+    entries = approval_history(
+        (record for path in logs for record in AuditLog(path).records()),
+        session=session,
+        where=", ".join(map(str, logs)),
+    )
     if as_json:
         _emit_json([e.to_json() for e in entries])
         return

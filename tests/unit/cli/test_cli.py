@@ -211,6 +211,33 @@ def test_audit_verify_and_show(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert "line 3" in out
 
 
+def test_approvals_of_a_session_and_of_an_unknown_one(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    log = AuditLog(tmp_path / "a.jsonl")
+    log.append("config.resolved", session="quiet")  # a session that asked nothing
+    log.append(
+        "approval.decided",
+        session="s1",
+        approval_id="s1-1",
+        command="git push --force",
+        decision="deny",
+        decider="user",
+        feedback="use a branch",
+    )
+    code, out, _ = run(capsys, "approvals", "--path", str(log.path), "--session", "s1", "--json")
+    assert code == 0
+    assert [(e["id"], e["decision"], e["feedback"]) for e in json.loads(out)] == [
+        ("s1-1", "deny", "use a branch")
+    ]
+    code, out, _ = run(capsys, "approvals", "--path", str(log.path), "--session", "quiet", "--json")
+    assert (code, json.loads(out)) == (0, [])
+    code, out, err = run(capsys, "approvals", "--path", str(log.path), "--session", "s2")
+    assert code == 125
+    assert "no record of session 's2'" in err
+    assert str(log.path) in err
+
+
 def test_seccomp_generate_matches_checked_in_files(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
