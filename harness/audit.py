@@ -378,6 +378,8 @@ def filter_records(
 
 
 class UnparsableLine(Exception):
+    """A line that is no audit record; `torn` when it looks like a write cut short."""
+
     def __init__(self, reason: str, *, torn: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -389,6 +391,8 @@ class _DuplicateKey(ValueError):
 
 
 class UnreadableHead(Exception):
+    """The head anchor exists but cannot be read as one."""
+
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -396,6 +400,8 @@ class UnreadableHead(Exception):
 
 @dataclass(frozen=True)
 class HeadAnchor:
+    """What `<log>.head` says: the seq and hash of the log's last record."""
+
     seq: int
     hash: str
 
@@ -415,6 +421,7 @@ def _reject_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]
 
 
 def parse_record(raw: bytes, line: int) -> AuditRecord:
+    """The record on 1-based `line`; raises UnparsableLine for anything else."""
     try:
         obj = json.loads(raw, object_pairs_hook=_reject_duplicate_keys)
     except _DuplicateKey as exc:
