@@ -292,9 +292,7 @@ def sandbox_bin_dir(locations: Locations) -> str:
 
 
 def new_session_id() -> str:
-    import secrets
-
-    return secrets.token_hex(5)
+    return os.urandom(5).hex()  # what secrets.token_hex does, without importing random
 
 
 def session_spec(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import itertools
-import secrets
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -122,7 +122,7 @@ class ApprovalBroker:
         self._memory = _SessionMemory()
         self._lock = threading.Lock()
         self._counter = itertools.count(1)
-        self._salt = secrets.token_hex(3)
+        self._salt = os.urandom(3).hex()  # secrets.token_hex without importing random
 
     def _new_id(self) -> str:
         with self._lock:

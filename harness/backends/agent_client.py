@@ -25,16 +25,7 @@ from harness.errors import BackendError
 from harness.procs import ProcessId, handling
 
 AGENT_SOURCE = Path(__file__).resolve().parents[1] / "sandbox_agent.py"
-AGENT_IN_SANDBOX = "/opt/harness/agent.py"
 SOCKET_IN_SANDBOX = ("run", "harness", "agent.sock")
-KEEPER = (
-    "sh",
-    "-c",
-    # the image's own python3 runs the agent; without one, the session still works through
-    # the engine's exec
-    f"if command -v python3 >/dev/null 2>&1; then exec python3 -I -S {AGENT_IN_SANDBOX} "
-    "/run/harness/agent.sock; fi; exec sleep infinity",
-)
 
 REQUEST, STDIN, STDOUT, STDERR, EXIT, EOF, RESIZE, SIGNAL, ERROR = range(9)
 HEAD = struct.Struct(">BI")

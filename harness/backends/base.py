@@ -23,6 +23,18 @@ LABEL_WORKSPACE = "harness.workspace"
 LABEL_MODE = "harness.mode"
 LABEL_ROLE = "harness.role"
 
+AGENT_IN_SANDBOX = "/opt/harness/agent.py"
+KEEPER = (
+    "sh",
+    "-c",
+    # the image's own python3 runs the agent; without one, the session still works through
+    # the engine's exec
+    f"if command -v python3 >/dev/null 2>&1; then exec python3 -I -S {AGENT_IN_SANDBOX} "
+    "/run/harness/agent.sock; fi; exec sleep infinity",
+)
+"""The main process of a session's sandbox (`SessionSpec.command` None): the agent that
+runs `harness exec` commands, or an idle sleep."""
+
 
 @dataclass(frozen=True)
 class SessionSpec:

@@ -11,8 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from harness.backends.agent_client import KEEPER
-from harness.backends.base import SessionSpec
+from harness.backends.base import KEEPER, SessionSpec
 from harness.backends.engine import EngineBackend
 from harness.backends.engine_api import EngineAPI
 from harness.backends.mounts import MaskKind

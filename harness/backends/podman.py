@@ -14,8 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from harness.backends.agent_client import KEEPER
-from harness.backends.base import SessionSpec
+from harness.backends.base import KEEPER, SessionSpec
 from harness.backends.docker import MASK_TMPFS_OPTIONS, engine_network, tmpfs_options
 from harness.backends.engine import EngineBackend, container_name
 from harness.backends.engine_api import EngineAPI

@@ -118,7 +118,7 @@ def test_docker_read_only_and_danger(repo: Path) -> None:
 
 
 def test_docker_keeper_and_attach_flags(repo: Path) -> None:
-    from harness.backends.agent_client import KEEPER
+    from harness.backends.base import KEEPER
 
     keeper = render_docker(spec(plan(repo, SandboxMode.WORKSPACE_WRITE), command=None))
     assert keeper["Cmd"] == list(KEEPER)
