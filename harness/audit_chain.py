@@ -109,6 +109,8 @@ class _Link:
 
 @dataclass(frozen=True)
 class _BadLine:
+    """A line that is no readable record, and whether it looks torn by a crash."""
+
     line: int
     reason: str
     torn: bool

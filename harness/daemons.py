@@ -26,6 +26,8 @@ START_TIMEOUT = 15.0
 
 @dataclass(frozen=True)
 class Daemon:
+    """A harness helper process for a session, and what it said when ready."""
+
     kind: str
     session_id: str
     process: ProcessId

@@ -233,12 +233,16 @@ class KernelSeccomp:
 
 @dataclass(frozen=True)
 class LandlockStatus:
+    """Landlock's ABI version, or the errno that says why it is unusable."""
+
     abi: int | None
     errno: int | None = None
 
 
 @dataclass(frozen=True)
 class UserNamespaces:
+    """What decides whether user namespaces can be created here."""
+
     max_user_namespaces: int | None
     unprivileged_clone: (
         int | None
@@ -250,6 +254,8 @@ class UserNamespaces:
 
 @dataclass(frozen=True)
 class KvmDevice:
+    """Whether /dev/kvm exists and this user may open it."""
+
     exists: bool
     readable: bool
     writable: bool
@@ -279,6 +285,8 @@ class VMProbe:
 
 @dataclass(frozen=True)
 class BackendChoice:
+    """What `--backend auto` would pick, and why."""
+
     name: str | None
     reason: str
 

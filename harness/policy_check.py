@@ -17,6 +17,8 @@ from harness.paths import Locations
 
 @dataclass(frozen=True)
 class PolicyCheck:
+    """What `harness policy check` reports: the settings, the request and the verdict."""
+
     settings: Settings
     request: ApprovalRequest
     verdict: Verdict

@@ -19,6 +19,8 @@ from typing import Any
 
 @dataclass(frozen=True)
 class ProcessId:
+    """A process that cannot be confused with a later one reusing its pid."""
+
     pid: int
     start_time: int  # clock ticks since boot (/proc/PID/stat field 22)
 

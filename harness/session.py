@@ -404,6 +404,8 @@ def terminate_as_exception() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class _Start:
+    """What every new session begins with."""
+
     session_id: str
     context: PolicyContext
     audit: MultiAuditLog | None
@@ -1273,6 +1275,8 @@ def raise_unless_allowed(answer: Mapping[str, Any]) -> None:
 
 @dataclass(frozen=True)
 class CommandResult:
+    """A command's exit code and captured output."""
+
     exit_code: int
     stdout: str
     stderr: str

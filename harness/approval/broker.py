@@ -98,6 +98,8 @@ class Outcome:
 
 @dataclass
 class _SessionMemory:
+    """What "approve for this session" remembers: exact requests and established patterns."""
+
     approved_ids: dict[tuple[str, str, bool], str] = field(default_factory=dict)
     patterns: set[str] = field(default_factory=set)
 

@@ -499,6 +499,8 @@ _HOME_REFERENCE = re.compile(r"~|\$HOME\b|\$\{HOME\}")
 
 @dataclass(frozen=True)
 class _Place:
+    """Where a path a command touches lies, relative to the workspace."""
+
     where: _Where
     path: str  # normalised absolute path, "~…" as written, or the raw word
 

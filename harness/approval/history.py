@@ -11,6 +11,8 @@ from harness.errors import HarnessError
 
 @dataclass(frozen=True)
 class ApprovalEntry:
+    """One decided approval as `harness approvals` lists it."""
+
     approval_id: str
     session: str
     command: str

@@ -37,6 +37,8 @@ class EngineAPIError(BackendError):
 
 @dataclass(frozen=True)
 class Response:
+    """An engine's answer to one request, read whole."""
+
     status: int
     headers: Mapping[str, str]
     body: bytes

@@ -30,6 +30,8 @@ class MaskKind(enum.Enum):
 
 @dataclass(frozen=True)
 class Bind:
+    """A host path bound into the sandbox."""
+
     host_path: str
     guest_path: str
     read_only: bool
@@ -37,6 +39,8 @@ class Bind:
 
 @dataclass(frozen=True)
 class Mask:
+    """A path inside the sandbox hidden or made uncreatable."""
+
     guest_path: str
     kind: MaskKind
 

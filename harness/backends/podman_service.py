@@ -27,6 +27,8 @@ START_TIMEOUT_SECONDS = 20.0
 
 @dataclass(frozen=True)
 class PodmanService:
+    """A Podman API socket that answers, and the service process if harness started it."""
+
     socket_path: str
     started_by_harness: bool
     process: ProcessId | None = None

@@ -33,6 +33,8 @@ PLANNED = {
 
 @dataclass(frozen=True)
 class Choice:
+    """The backend picked, and why (`harness doctor` shows the reason)."""
+
     backend: Backend
     reason: str
 

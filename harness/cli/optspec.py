@@ -15,6 +15,8 @@ from harness.config.options import CliOptions
 
 @dataclass(frozen=True)
 class OptionSpec:
+    """One sandbox option as both the fast parser and typer describe it."""
+
     name: str  # the CliOptions field it fills (allow_domain → allow_domains)
     flags: tuple[str, ...]
     help: str

@@ -36,6 +36,8 @@ from harness.policy.rules import FilesystemRule, NetworkRule, Origin, PrefixRule
 
 @dataclass(frozen=True)
 class Layer:
+    """One configuration file and the layer it belongs to."""
+
     origin: Origin
     config: ConfigFile
 
@@ -497,6 +499,8 @@ def _describe_origin(origin: Origin) -> str:
 
 @dataclass
 class _Lists:
+    """The list settings, merged across layers, with the layer of each entry."""
+
     filesystem: list[FilesystemRule] = field(default_factory=list)
     network: list[NetworkRule] = field(default_factory=list)
     prefix_rules: list[PrefixRule] = field(default_factory=list)

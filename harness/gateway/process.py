@@ -18,6 +18,8 @@ GATEWAY_IN_SANDBOX = f"{GATEWAY_DIR_IN_SANDBOX}/gateway.sock"
 
 @dataclass(frozen=True)
 class SessionGateway:
+    """A running session gateway: its sockets, token and policy."""
+
     session_id: str
     token: str
     socket_dir: str  # host folder holding gateway.sock, mounted read-only into the sandbox

@@ -50,11 +50,15 @@ Escalator = Callable[[tuple[str, ...], str, Callable[[int, bytes], None]], int]
 
 @dataclass
 class _Console:
+    """An attached approval console."""
+
     writer: asyncio.StreamWriter
 
 
 @dataclass
 class _Pending:
+    """A request waiting for a human's answer."""
+
     approval_id: str
     summary: dict[str, Any]
     answer: concurrent.futures.Future[Answer | None]

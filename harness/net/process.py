@@ -22,6 +22,8 @@ RESOLVE_ENV = (
 
 @dataclass(frozen=True)
 class SessionNetwork:
+    """A session's network namespace and the process serving its proxy."""
+
     session_id: str
     netns_path: str
     process: ProcessId

@@ -965,6 +965,8 @@ class _NotTLS(Exception):
 
 @dataclass
 class _Record:
+    """What the audit record of one proxied request will say."""
+
     started: float
     method: str
     host: str = ""
@@ -981,6 +983,8 @@ class _Record:
 
 @dataclass(frozen=True)
 class _Grant:
+    """A destination allowed, with the addresses checked for it."""
+
     addresses: tuple[IPAddress, ...]
     rule: NetworkRule | None
     reason: str
@@ -988,6 +992,8 @@ class _Grant:
 
 @dataclass(frozen=True)
 class _Refusal:
+    """A destination refused: the 403 (or other status) to send, and why."""
+
     status: int
     reason: str
     rule: NetworkRule | None
@@ -996,6 +1002,8 @@ class _Refusal:
 
 @dataclass(frozen=True)
 class _Request:
+    """A parsed request head from the sandbox."""
+
     method: str
     host: Host
     port: int
@@ -1023,6 +1031,8 @@ class _Request:
 
 @dataclass(frozen=True)
 class _Response:
+    """A parsed response head from the origin."""
+
     status: int
     reason: str
     headers: tuple[tuple[str, str], ...]

@@ -198,6 +198,8 @@ def address_denied(
 
 @dataclass(frozen=True)
 class _Pattern:
+    """A rule's domain: an exact name, a `*.` wildcard, or an IP address."""
+
     text: str
     wildcard: bool = False
     ip: IPAddress | None = None

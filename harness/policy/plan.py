@@ -71,6 +71,8 @@ class Tmpfs:
 
 @dataclass(frozen=True)
 class NetworkPlan:
+    """What the sandbox may reach: nothing, the allowlist through the proxy, or everything."""
+
     mode: NetworkMode
     rules: tuple[NetworkRule, ...] = ()
 

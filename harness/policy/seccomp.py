@@ -679,6 +679,8 @@ class _Arg:
 
 @dataclass(frozen=True)
 class _Rule:
+    """One entry of an OCI seccomp profile's syscalls list."""
+
     names: tuple[str, ...]
     args: tuple[_Arg, ...] = ()
     action: str = ALLOW
