@@ -207,7 +207,7 @@ class ApprovalBroker:
                 False,
                 Decision.PROMPT,
                 Decider.USER,
-                f"denied by the user ({approval_id})",
+                "denied by the user",
                 verdict,
                 answer.feedback,
             )

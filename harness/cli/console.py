@@ -27,6 +27,18 @@ CHOICES = {
     "d": Choice.DENY,
     "f": Choice.DENY,
 }
+# Whole replies only: a reply that merely starts with "s" ("sure", "stop") must not
+# approve for the session.
+REPLIES = {
+    **{key: key for key in CHOICES},
+    "approve": "a",
+    "allow": "a",
+    "once": "a",
+    "session": "s",
+    "deny": "d",
+    "no": "d",
+    "feedback": "f",
+}
 
 
 def has_terminal() -> bool:
@@ -84,8 +96,8 @@ def prompt_choice(out: TextIO, answers: TextIO, question: dict[str, Any]) -> Ans
         reply = answers.readline()
         if not reply:
             return Answer(Choice.DENY, "no answer (end of input)")
-        key = reply.strip().lower()[:1]
-        if key in CHOICES and not (network and key == "f"):
+        key = REPLIES.get(reply.strip().lower())
+        if key is not None and not (network and key == "f"):
             feedback = None
             if key == "f":
                 out.write("  feedback: ")

@@ -147,8 +147,8 @@ def test_long_output_keeps_its_end() -> None:
 
 def test_a_denial_is_a_readable_error_result_with_reason_and_feedback() -> None:
     denial = PolicyDenied(
-        "denied (s-2): denied by the user (s-2)\nharness: feedback from the reviewer: use a branch",
-        reason="denied by the user (s-2)",
+        "denied (s-2): denied by the user\nharness: feedback from the reviewer: use a branch",
+        reason="denied by the user",
         feedback="use a branch",
     )
     result = denial_result(denial)
@@ -157,7 +157,7 @@ def test_a_denial_is_a_readable_error_result_with_reason_and_feedback() -> None:
     assert result.structured_content["denied"] is True
     assert result.structured_content["exit_code"] == 126
     assert result.structured_content["feedback"] == "use a branch"
-    assert result.structured_content["reason"] == "denied by the user (s-2)"
+    assert result.structured_content["reason"] == "denied by the user"
     text = result.content[0].text  # type: ignore[union-attr]
     assert json.loads(text)["denied"] is True
     assert "use a branch" in text
