@@ -24,16 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 from typing import Any
 
-HARNESS = str(Path(sys.executable).with_name("harness"))
+from common import HARNESS, Scratch, alternate, detached_session, scratch
+
 GOAL = 1.2
 
 # Runs inside the sandbox on the image's python3: (c), alternately, as JSON on stdout.
@@ -94,19 +91,6 @@ print(json.dumps({"shell": shell, **{name: statistics.median(t) for name, t in t
 """
 
 
-def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    result = subprocess.run(
-        argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, check=False
-    )
-    elapsed = time.perf_counter() - start
-    if result.returncode != 0:
-        raise SystemExit(
-            f"{' '.join(argv)} failed ({result.returncode}): {result.stderr.decode()[-500:]}"
-        )
-    return elapsed
-
-
 def line(name: str, ours: float, theirs: float, labels: tuple[str, str], note: str) -> None:
     ratio = ours / theirs
     print(
@@ -116,20 +100,17 @@ def line(name: str, ours: float, theirs: float, labels: tuple[str, str], note: s
 
 
 def exec_pair(
-    engine: str, session: str, container: str, runs: int, cwd: Path, env: dict[str, str]
+    engine: str, session: str, container: str, runs: int, where: Scratch
 ) -> dict[str, float]:
     """(a) against (b), alternately, after one warm-up each."""
-    ours = [HARNESS, "exec", "--session", session, "--", "true"]
-    theirs = [engine, "exec", container, "true"]
-    timed(ours, cwd, env)
-    timed(theirs, cwd, env)
-    a: list[float] = []
-    b: list[float] = []
-    for _ in range(runs):
-        a.append(timed(ours, cwd, env))
-        b.append(timed(theirs, cwd, env))
-    harness_ms, raw_ms = statistics.median(a), statistics.median(b)
-    ratio = harness_ms / raw_ms
+    pair = alternate(
+        [HARNESS, "exec", "--session", session, "--", "true"],
+        [engine, "exec", container, "true"],
+        runs,
+        where,
+    )
+    harness_ms, raw_ms = statistics.median(pair.ours), statistics.median(pair.theirs)
+    ratio = pair.ratio
     verdict = "meets" if ratio <= GOAL else "MISSES"
     line(
         f"{engine}: exec -- true",
@@ -142,20 +123,20 @@ def exec_pair(
         "harness_exec_ms": harness_ms * 1000,
         "engine_exec_ms": raw_ms * 1000,
         "ratio": ratio,
-        "harness_exec_min_ms": min(a) * 1000,
-        "engine_exec_min_ms": min(b) * 1000,
+        "harness_exec_min_ms": min(pair.ours) * 1000,
+        "engine_exec_min_ms": min(pair.theirs) * 1000,
     }
 
 
-def inner_pair(session: str, runs: int, cwd: Path, env: dict[str, str]) -> dict[str, float]:
+def inner_pair(session: str, runs: int, where: Scratch) -> dict[str, float]:
     """(c): harness-sh against bash, measured inside the sandbox."""
-    script = cwd / ".gateway-bench.py"
+    script = where.workspace / ".gateway-bench.py"
     script.write_text(INNER)
     try:
         result = subprocess.run(
             [HARNESS, "exec", "--session", session, "--", "python3", script.name, str(runs)],
-            cwd=cwd,
-            env=env,
+            cwd=where.workspace,
+            env=where.env,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -255,47 +236,14 @@ print(json.dumps({{name: statistics.median(t) * 1000 for name, t in times.items(
     return figures
 
 
-def container_of(engine: str, session: str) -> str:
-    listed = subprocess.run(
-        [engine, "ps", "-q", "--no-trunc", "--filter", f"label=harness.session={session}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    if len(listed) != 1:
-        raise SystemExit(f"expected one container for session {session}, found {listed}")
-    return listed[0]
-
-
-def bench_engine(
-    engine: str, runs: int, inner_runs: int, workspace: Path, env: dict[str, str]
-) -> dict[str, Any]:
-    up = subprocess.run(
-        [HARNESS, "up", "-d", "--backend", engine, "--approval", "never"],
-        cwd=workspace,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if up.returncode != 0:
-        raise SystemExit(f"harness up on {engine} failed: {up.stderr[-1000:]}")
-    session = up.stdout.strip().splitlines()[-1]
-    try:
-        container = container_of(engine, session)
-        results: dict[str, Any] = {"session": session}
-        results["exec"] = exec_pair(engine, session, container, runs, workspace, env)
-        results["host_ms"] = host_breakdown(session, inner_runs, env)
-        results["in_sandbox"] = inner_pair(session, inner_runs, workspace, env)
-        return results
-    finally:
-        subprocess.run(
-            [HARNESS, "down", session],
-            cwd=workspace,
-            env=env,
-            capture_output=True,
-            check=False,
-        )
+def bench_engine(engine: str, runs: int, inner_runs: int, where: Scratch) -> dict[str, Any]:
+    with detached_session(engine, where) as (session, container):
+        return {
+            "session": session,
+            "exec": exec_pair(engine, session, container, runs, where),
+            "host_ms": host_breakdown(session, inner_runs, where.env),
+            "in_sandbox": inner_pair(session, inner_runs, where),
+        }
 
 
 def main() -> int:
@@ -305,27 +253,9 @@ def main() -> int:
     parser.add_argument("--engines", default="docker")
     args = parser.parse_args()
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="harness-bench-") as scratch:
-        workspace = Path(scratch) / "ws"
-        workspace.mkdir()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("HARNESS_", "XDG_"))}
-        env["XDG_STATE_HOME"] = str(Path(scratch) / "state")
-        env["XDG_CONFIG_HOME"] = str(Path(scratch) / "config")
-        try:
-            for engine in args.engines.split(","):
-                results[engine] = bench_engine(engine, args.runs, args.inner_runs, workspace, env)
-        finally:
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-c",
-                    "from harness.backends.podman_service import stop_recorded_service; "
-                    "from harness.paths import Locations; "
-                    "stop_recorded_service(Locations.from_environment())",
-                ],
-                env=env,
-                check=False,
-            )
+    with scratch() as where:
+        for engine in args.engines.split(","):
+            results[engine] = bench_engine(engine, args.runs, args.inner_runs, where)
     print(json.dumps(results, indent=2))
     return 0
 

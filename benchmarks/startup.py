@@ -13,49 +13,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
 
-HARNESS = str(Path(sys.executable).with_name("harness"))
+from common import HARNESS, Scratch, alternate, detached_session, scratch
+
 IMAGE = "localhost/harness-session:latest"
-
-
-def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    result = subprocess.run(
-        argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, check=False
-    )
-    elapsed = time.perf_counter() - start
-    if result.returncode != 0:
-        raise SystemExit(
-            f"{' '.join(argv)} failed ({result.returncode}): {result.stderr.decode()[-500:]}"
-        )
-    return elapsed
+GOAL = 1.3
 
 
 def compare(
-    name: str, ours: list[str], theirs: list[str], runs: int, cwd: Path, env: dict[str, str]
+    name: str, ours: list[str], theirs: list[str], runs: int, where: Scratch
 ) -> dict[str, float]:
-    timed(ours, cwd, env)
-    timed(theirs, cwd, env)
-    a: list[float] = []
-    b: list[float] = []
-    for _ in range(runs):
-        a.append(timed(ours, cwd, env))
-        b.append(timed(theirs, cwd, env))
-    ours_median, theirs_median = statistics.median(a), statistics.median(b)
-    ratio = ours_median / theirs_median
-    verdict = "meets" if ratio <= 1.3 else "MISSES"
+    pair = alternate(ours, theirs, runs, where)
+    ours_median, theirs_median = statistics.median(pair.ours), statistics.median(pair.theirs)
+    verdict = "meets" if pair.ratio <= GOAL else "MISSES"
     print(
         f"{name:<34} harness {ours_median * 1000:7.1f} ms   raw {theirs_median * 1000:7.1f} ms   "
-        f"ratio {ratio:4.2f}  ({verdict} the 1.3 goal; {runs} runs each, alternating)"
+        f"ratio {pair.ratio:4.2f}  ({verdict} the {GOAL} goal; {runs} runs each, alternating)"
     )
-    return {"harness_ms": ours_median * 1000, "raw_ms": theirs_median * 1000, "ratio": ratio}
+    return {"harness_ms": ours_median * 1000, "raw_ms": theirs_median * 1000, "ratio": pair.ratio}
 
 
 def podman_raw(*args: str) -> list[str]:
@@ -80,12 +57,7 @@ def main() -> int:
     parser.add_argument("--engines", default="docker,podman")
     args = parser.parse_args()
     results: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory(prefix="harness-bench-") as scratch:
-        workspace = Path(scratch) / "ws"
-        workspace.mkdir()
-        env = dict(os.environ)
-        env["XDG_STATE_HOME"] = str(Path(scratch) / "state")
-        env["XDG_CONFIG_HOME"] = str(Path(scratch) / "config")
+    with scratch() as where:
         for engine in args.engines.split(","):
             raw_run = (
                 ["docker", "run", "--rm", IMAGE, "true"]
@@ -97,65 +69,25 @@ def main() -> int:
                 [HARNESS, "run", "--backend", engine, "--approval", "never", "--", "true"],
                 raw_run,
                 args.runs,
-                workspace,
-                env,
+                where,
             )
-            up = subprocess.run(
-                [HARNESS, "up", "-d", "--backend", engine, "--approval", "never"],
-                cwd=workspace,
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            session = up.stdout.strip().splitlines()[-1]
-            try:
-                listed = json.loads(
-                    subprocess.run(
-                        [HARNESS, "ls", "--json"],
-                        cwd=workspace,
-                        env=env,
-                        capture_output=True,
-                        text=True,
-                        check=True,
-                    ).stdout
-                )
-                container = next(
-                    c
-                    for c in subprocess.run(
-                        [engine, "ps", "-q", "--filter", f"label=harness.session={session}"],
-                        capture_output=True,
-                        text=True,
-                        check=True,
-                    ).stdout.split()
-                )
-                assert any(row["session"] == session for row in listed)
+            with detached_session(engine, where) as (session, container):
+                listed = subprocess.run(
+                    [HARNESS, "ls", "--json"],
+                    cwd=where.workspace,
+                    env=where.env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+                assert any(row["session"] == session for row in json.loads(listed))
                 results[f"{engine} exec"] = compare(
                     f"{engine}: exec -- true",
                     [HARNESS, "exec", "--session", session, "--", "true"],
                     [engine, "exec", container, "true"],
                     args.runs,
-                    workspace,
-                    env,
+                    where,
                 )
-            finally:
-                subprocess.run(
-                    [HARNESS, "down", session],
-                    cwd=workspace,
-                    env=env,
-                    capture_output=True,
-                    check=False,
-                )
-        subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "from harness.backends.podman_service import stop_recorded_service; "
-                "from harness.paths import Locations; stop_recorded_service(Locations.from_environment())",
-            ],
-            env=env,
-            check=False,
-        )
     print(json.dumps(results, indent=2))
     return 0
 
