@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -163,3 +166,72 @@ def engine_containers(engine: str, session: str | None = None) -> list[str]:
         check=True,
     )
     return result.stdout.split()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+@pytest.fixture
+def until() -> Callable[..., None]:
+    """`until(predicate, timeout=60)`: poll until it holds; fail the test on timeout."""
+    return wait_until
+
+
+@pytest.fixture
+def detached_session(
+    harness_cli: Harness,
+) -> Callable[..., AbstractContextManager[str]]:
+    """`with detached_session(engine, *options, env=...) as session:` a session from
+    `harness up -d`, brought down afterwards."""
+
+    @contextlib.contextmanager
+    def session(engine: str, *options: str, env: dict[str, str] | None = None) -> Iterator[str]:
+        up = harness_cli("up", "-d", "--backend", engine, *options, env=env)
+        assert up.returncode == 0, up.stderr
+        session_id = up.stdout.strip().splitlines()[-1]
+        try:
+            yield session_id
+        finally:
+            harness_cli("down", session_id, env=env)
+
+    return session
+
+
+@pytest.fixture
+def harness_in_background(
+    harness_env: dict[str, str], workspace: Path
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """`harness_in_background(engine, *args, env=..., ready=...)`: `harness ARGS` started
+    quietly with no standard input (as a CI step runs it), returned once ENGINE shows a
+    harness container and `ready()` holds; killed at the end if the test left it running."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        engine: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        ready: Callable[[], bool] = lambda: True,
+    ) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            [HARNESS, *args],
+            cwd=workspace,
+            env=env or harness_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        started.append(process)
+        wait_until(lambda: bool(engine_containers(engine)) and ready())
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

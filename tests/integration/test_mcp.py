@@ -107,6 +107,15 @@ def data(result: types.CallToolResult) -> dict[str, Any]:
     return result.structured_content
 
 
+async def create(
+    session: ClientSession, workspace: Path, engine: str, **settings: str
+) -> dict[str, Any]:
+    """A harness session through the `create_session` tool; its description."""
+    return data(
+        await call(session, "create_session", workspace=str(workspace), backend=engine, **settings)
+    )
+
+
 def run(scenario: Callable[[], Awaitable[None]], timeout: float = 300) -> None:
     async def bounded() -> None:
         with anyio.fail_after(timeout):
@@ -142,15 +151,7 @@ def test_a_session_runs_commands_reads_writes_diffs_and_stops(
 
     async def scenario() -> None:
         async with client(harness_env, tmp_path / "server.log") as session:
-            created = data(
-                await call(
-                    session,
-                    "create_session",
-                    workspace=str(workspace),
-                    profile="auto",
-                    backend=engine,
-                )
-            )
+            created = await create(session, workspace, engine, profile="auto")
             session_id = created["session_id"]
             assert created["backend"] == engine
             assert created["approval_policy"] == "on-request"
@@ -258,15 +259,7 @@ def test_approvals_reach_the_client_through_elicitation(
 
     async def scenario() -> None:
         async with client(harness_env, tmp_path / "server.log", human) as session:
-            created = data(
-                await call(
-                    session,
-                    "create_session",
-                    workspace=str(workspace),
-                    profile="auto",
-                    backend=engine,
-                )
-            )
+            created = await create(session, workspace, engine, profile="auto")
             session_id = created["session_id"]
 
             plain = data(await call(session, "run_command", session_id=session_id, command=["ls"]))
@@ -340,15 +333,7 @@ def test_without_elicitation_nobody_is_asked_and_sessions_stop_with_the_client(
 
     async def scenario() -> None:
         async with client(harness_env, tmp_path / "server.log") as session:
-            created = data(
-                await call(
-                    session,
-                    "create_session",
-                    workspace=str(workspace),
-                    profile="auto",
-                    backend=engine,
-                )
-            )
+            created = await create(session, workspace, engine, profile="auto")
             started.append(created["session_id"])
             denied = await call(
                 session,
@@ -361,15 +346,7 @@ def test_without_elicitation_nobody_is_asked_and_sessions_stop_with_the_client(
             assert denied.structured_content["denied"] is True
             assert "no console attached" in denied.structured_content["reason"]
 
-            read_only = data(
-                await call(
-                    session,
-                    "create_session",
-                    workspace=str(workspace),
-                    sandbox_mode="read-only",
-                    backend=engine,
-                )
-            )
+            read_only = await create(session, workspace, engine, sandbox_mode="read-only")
             started.append(read_only["session_id"])
             assert read_only["sandbox_mode"] == "read-only"
             refused = await call(

@@ -10,15 +10,12 @@ import signal
 import socketserver
 import ssl
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-HARNESS = str(Path(sys.executable).with_name("harness"))
 NAMES = (
     "allowed.test",
     "denied.test",
@@ -264,7 +261,7 @@ def _networks_left(session_hint: str = "") -> list[str]:
 
 
 def test_nothing_left_after_normal_end_ctrl_c_and_kill_9(
-    engine: str, harness_cli, net_env: dict[str, str], containers, workspace: Path
+    engine: str, harness_cli, harness_in_background, net_env: dict[str, str], containers
 ) -> None:  # type: ignore[no-untyped-def]
     before = set(_networks_left())
     ok = harness_cli(
@@ -283,31 +280,21 @@ def test_nothing_left_after_normal_end_ctrl_c_and_kill_9(
     assert set(_networks_left()) == before
 
     for how in ("sigint", "sigkill"):
-        process = subprocess.Popen(
-            [
-                HARNESS,
-                "run",
-                "--backend",
-                engine,
-                "-a",
-                "never",
-                "--allow-domain",
-                "allowed.test",
-                "--",
-                "sleep",
-                "120",
-            ],
-            cwd=workspace,
+        process = harness_in_background(
+            engine,
+            "run",
+            "--backend",
+            engine,
+            "-a",
+            "never",
+            "--allow-domain",
+            "allowed.test",
+            "--",
+            "sleep",
+            "120",
             env=net_env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            ready=lambda: bool(set(_networks_left()) - before),
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (
-            set(_networks_left()) - before and containers(engine)
-        ):
-            time.sleep(0.2)
         assert set(_networks_left()) - before, "no namespace appeared"
         if how == "sigint":
             process.send_signal(signal.SIGINT)

@@ -6,15 +6,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.slow
-HARNESS = str(Path(sys.executable).with_name("harness"))
 
 
 def test_run_passes_exit_code_and_streams(
@@ -142,7 +138,7 @@ def test_up_detached_exec_ls_down(engine: str, harness_cli, containers, workspac
 
 
 def test_an_image_without_python3_still_works_and_its_shell_refuses_clearly(
-    engine: str, harness_cli, containers, workspace: Path
+    engine: str, harness_cli, detached_session, containers, workspace: Path
 ) -> None:
     """A user's own image may lack python3: commands go through the engine's exec, and
     $SHELL (harness-sh) says what is missing instead of failing obscurely."""
@@ -157,10 +153,7 @@ def test_an_image_without_python3_still_works_and_its_shell_refuses_clearly(
         == 0
     ]
     assert present, f"`harness image build` leaves {BASE_IMAGE} or {UPSTREAM_BASE} in {engine}"
-    up = harness_cli("up", "-d", "--backend", engine, "-a", "never", "--image", present[0])
-    assert up.returncode == 0, up.stderr
-    session = up.stdout.strip().splitlines()[-1]
-    try:
+    with detached_session(engine, "-a", "never", "--image", present[0]) as session:
         result = harness_cli(
             "exec",
             "--session",
@@ -174,8 +167,6 @@ def test_an_image_without_python3_still_works_and_its_shell_refuses_clearly(
         assert result.stdout == "no python3\nrc=126\n"
         assert "this image has no python3" in result.stderr
         assert not (workspace / "made").exists()
-    finally:
-        harness_cli("down", session)
     assert containers(engine, session) == []
 
 
@@ -190,50 +181,25 @@ def test_up_runs_a_command_and_removes_the_session(
     assert containers(engine) == []
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError("timed out")
-
-
 @pytest.mark.parametrize("how", ["sigterm", "sigint"])
 def test_signals_remove_the_session(
-    engine: str, harness_env: dict[str, str], containers, workspace: Path, how: str
+    engine: str, harness_in_background, containers, how: str
 ) -> None:
-    process = subprocess.Popen(
-        [HARNESS, "run", "--backend", engine, "-a", "never", "--", "sleep", "120"],
-        cwd=workspace,
-        env=harness_env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    process = harness_in_background(
+        engine, "run", "--backend", engine, "-a", "never", "--", "sleep", "120"
     )
-    try:
-        _wait_for(lambda: bool(containers(engine)))
-        process.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGINT)
-        process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    process.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGINT)
+    process.wait(timeout=60)
     assert process.returncode != 0
     assert containers(engine) == []
 
 
 def test_kill_9_then_prune_leaves_nothing(
-    engine: str, harness_cli, harness_env: dict[str, str], containers, workspace: Path
+    engine: str, harness_cli, harness_in_background, harness_env: dict[str, str], containers
 ) -> None:
-    process = subprocess.Popen(
-        [HARNESS, "run", "--backend", engine, "-a", "never", "--", "sleep", "300"],
-        cwd=workspace,
-        env=harness_env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    process = harness_in_background(
+        engine, "run", "--backend", engine, "-a", "never", "--", "sleep", "300"
     )
-    _wait_for(lambda: bool(containers(engine)))
     session_containers = containers(engine)
     process.kill()
     process.wait()
@@ -250,19 +216,26 @@ def test_kill_9_then_prune_leaves_nothing(
 
 
 def test_kill_9_of_a_session_with_a_gateway_then_prune(
-    engine: str, harness_cli, harness_env: dict[str, str], containers, workspace: Path
+    engine: str,
+    harness_cli,
+    harness_in_background,
+    until,
+    harness_env: dict[str, str],
+    containers,
 ) -> None:  # type: ignore[no-untyped-def]
-    process = subprocess.Popen(
-        [HARNESS, "up", "--backend", engine, "-a", "never", "--", "sleep", "300"],
-        cwd=workspace,
-        env=harness_env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    _wait_for(lambda: bool(containers(engine)))
     sessions = Path(harness_env["XDG_STATE_HOME"]) / "harness" / "sessions"
-    _wait_for(lambda: bool(list(sessions.glob("*.json"))))
+    process = harness_in_background(
+        engine,
+        "up",
+        "--backend",
+        engine,
+        "-a",
+        "never",
+        "--",
+        "sleep",
+        "300",
+        ready=lambda: bool(list(sessions.glob("*.json"))),
+    )
     session = next(sessions.glob("*.json")).stem
 
     def gateways() -> list[str]:
@@ -279,7 +252,7 @@ def test_kill_9_of_a_session_with_a_gateway_then_prune(
     process.wait()
     assert harness_cli("prune").returncode == 0
     assert containers(engine) == []
-    _wait_for(lambda: not gateways(), timeout=15)  # the gateway follows its session out
+    until(lambda: not gateways(), timeout=15)  # the gateway follows its session out
 
 
 def test_an_interrupt_before_the_engine_answers_create_leaves_nothing(

@@ -3,22 +3,20 @@ link cannot redirect the host, and a dead agent only costs speed."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from pathlib import Path
 
 
 def test_symlinked_agent_socket_does_not_redirect_the_host(
-    engine: str, harness_cli, workspace: Path, tmp_path: Path
+    engine: str, harness_cli, detached_session, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     trap_path = tmp_path / "trap.sock"
     trap = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     trap.bind(str(trap_path))
     trap.listen(1)
     trap.setblocking(False)
-    up = harness_cli("up", "-d", "--backend", engine, "--full-auto")
-    assert up.returncode == 0, up.stderr
-    session = up.stdout.split()[-1]
-    try:
+    with detached_session(engine, "--full-auto") as session, contextlib.closing(trap):
         swap = harness_cli(
             "exec",
             "--session",
@@ -38,16 +36,10 @@ def test_symlinked_agent_socket_does_not_redirect_the_host(
         except BlockingIOError:
             connection = None
         assert connection is None, "the host followed the sandbox's link to a host socket"
-    finally:
-        harness_cli("down", session)
-        trap.close()
 
 
-def test_killed_agent_falls_back_to_the_engine(engine: str, harness_cli, workspace: Path) -> None:  # type: ignore[no-untyped-def]
-    up = harness_cli("up", "-d", "--backend", engine, "--full-auto")
-    assert up.returncode == 0, up.stderr
-    session = up.stdout.split()[-1]
-    try:
+def test_killed_agent_falls_back_to_the_engine(engine: str, harness_cli, detached_session) -> None:  # type: ignore[no-untyped-def]
+    with detached_session(engine, "--full-auto") as session:
         fast = harness_cli(
             "exec",
             "--session",
@@ -70,5 +62,3 @@ def test_killed_agent_falls_back_to_the_engine(engine: str, harness_cli, workspa
         )
         assert slow.returncode == 3
         assert "agent.py" not in slow.stdout
-    finally:
-        harness_cli("down", session)
