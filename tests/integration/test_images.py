@@ -125,11 +125,11 @@ def built(
             stop_recorded_service(locations)
 
 
-def _run_in_image(built: Built, *argv: str) -> subprocess.CompletedProcess[str]:
-    extra = PODMAN_RUN_LIMITS if built.engine == "podman" else ()
+def _run_in_image(engine: str, reference: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    extra = PODMAN_RUN_LIMITS if engine == "podman" else ()
     return subprocess.run(
         [
-            built.engine,
+            engine,
             "run",
             "--rm",
             "--label",
@@ -137,7 +137,7 @@ def _run_in_image(built: Built, *argv: str) -> subprocess.CompletedProcess[str]:
             "--network",
             "none",
             *extra,
-            built.reference,
+            reference,
             *argv,
         ],
         capture_output=True,
@@ -174,7 +174,7 @@ def test_the_build_returns_the_default_reference(built: Built) -> None:
 def test_the_image_has_the_tools_agents_need(
     built: Built, argv: tuple[str, ...], expected: str
 ) -> None:
-    result = _run_in_image(built, *argv)
+    result = _run_in_image(built.engine, built.reference, *argv)
     assert result.returncode == 0, result.stderr
     assert re.search(expected, result.stdout), result.stdout
 
@@ -260,27 +260,13 @@ def test_the_offline_base_builder_makes_a_slim_debian(engine: str) -> None:
         )
         assert result.returncode == 0, result.stderr[-3000:]
         assert result.stdout.splitlines()[-1] == reference
-        extra = PODMAN_RUN_LIMITS if engine == "podman" else ()
-        probe = subprocess.run(
-            [
-                engine,
-                "run",
-                "--rm",
-                "--label",
-                TEST_LABEL,
-                "--network",
-                "none",
-                *extra,
-                reference,
-                "sh",
-                "-c",
-                "cat /etc/debian_version; ls /usr/share/man | wc -l; "
-                "ls /var/lib/apt/lists | wc -l; echo $PATH",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+        probe = _run_in_image(
+            engine,
+            reference,
+            "sh",
+            "-c",
+            "cat /etc/debian_version; ls /usr/share/man | wc -l; "
+            "ls /var/lib/apt/lists | wc -l; echo $PATH",
         )
         assert probe.returncode == 0, probe.stderr
         version, man_entries, list_entries, path = probe.stdout.splitlines()
