@@ -377,6 +377,21 @@ def tls_client(servers: Servers) -> ssl.SSLContext:
     return context
 
 
+@contextlib.contextmanager
+def https_through(
+    running: RunningProxy, servers: Servers, timeout: float = 10
+) -> Iterator[http.client.HTTPSConnection]:
+    """An HTTPS client for allowed.test whose requests go through the proxy's CONNECT."""
+    conn = http.client.HTTPSConnection(
+        LOOPBACK, running.port, timeout=timeout, context=tls_client(servers)
+    )
+    conn.set_tunnel("allowed.test", servers.https_port)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
 def connect_tunnel(running: RunningProxy, target: str) -> tuple[socket.socket, bytes]:
     sock = socket.create_connection((LOOPBACK, running.port), timeout=10)
     sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
@@ -698,15 +713,9 @@ def test_20_mb_download_through_a_tunnel(
     make_proxy: ProxyFactory, servers: Servers, relay_mode: str
 ) -> None:
     running = make_proxy()
-    conn = http.client.HTTPSConnection(
-        LOOPBACK, running.port, timeout=20, context=tls_client(servers)
-    )
-    try:
-        conn.set_tunnel("allowed.test", servers.https_port)
+    with https_through(running, servers, timeout=20) as conn:
         conn.request("GET", "/big")
         total, digest = read_all_hashed(conn.getresponse())
-    finally:
-        conn.close()
     assert (total, digest) == (BIG, pattern_digest(BIG))
     assert running.audit.last()["bytes_down"] > BIG
 
@@ -905,18 +914,12 @@ def test_request_parser_only_rejects(data: bytes) -> None:
 
 def test_https_through_connect(make_proxy: ProxyFactory, servers: Servers) -> None:
     running = make_proxy()
-    conn = http.client.HTTPSConnection(
-        LOOPBACK, running.port, timeout=10, context=tls_client(servers)
-    )
-    try:
-        conn.set_tunnel("allowed.test", servers.https_port)
+    with https_through(running, servers) as conn:
         conn.request("GET", "/hello")
         response = conn.getresponse()
         assert (response.status, response.read()) == (200, b"hello from the origin")
         conn.request("POST", "/upload", body=b"z" * 500_000)
         assert json.loads(conn.getresponse().read())["length"] == 500_000
-    finally:
-        conn.close()
     record = running.audit.last()
     assert record["method"] == "CONNECT"
     assert record["allowed"] is True
