@@ -1295,7 +1295,7 @@ def _escalate_through_gateway(
     import socket
 
     from harness.gateway.process import GATEWAY_IN_SANDBOX
-    from harness.gateway.protocol import EXIT, FRAME, HEAD, STDERR, STDOUT, encode
+    from harness.gateway.protocol import EXIT, FRAME, STDERR, STDOUT, encode, receive
 
     socket_dir = Path(record.gateway_control).with_suffix("")
     path = socket_dir / Path(GATEWAY_IN_SANDBOX).name
@@ -1314,10 +1314,8 @@ def _escalate_through_gateway(
                 }
             )
         )
+        raise_unless_allowed(receive(sock))
         reader = sock.makefile("rb")
-        (length,) = HEAD.unpack(reader.read(HEAD.size))
-        answer = json.loads(reader.read(length))
-        raise_unless_allowed(answer)
         out: list[bytes] = []
         err: list[bytes] = []
         while True:

@@ -10,7 +10,6 @@ the terminal over between the agent's output (see agent_client.Interrupt).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import queue
 import socket
@@ -157,27 +156,17 @@ class GatewayConsole:
         return self._read
 
     def _receive(self) -> None:
-        from harness.gateway.protocol import HEAD
+        from harness.gateway.protocol import receive
 
         with contextlib.suppress(OSError, ValueError):
             while True:
-                head = self._exact(HEAD.size)
-                message = json.loads(self._exact(HEAD.unpack(head)[0]))
+                message = receive(self.sock)
                 if message.get("type") == "pending":
                     self.questions.put(message)
                     os.write(self._wake, b"!")
                 elif message.get("type") == "resolved":
                     with self._lock:
                         self.resolved.add(str(message.get("id")))
-
-    def _exact(self, size: int) -> bytes:
-        data = b""
-        while len(data) < size:
-            chunk = self.sock.recv(size - len(data))
-            if not chunk:
-                raise OSError("gateway closed")
-            data += chunk
-        return data
 
     def handle(self) -> None:
         """Answer everything pending, oldest first; called with the terminal in normal mode."""

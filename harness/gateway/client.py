@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import socket
 from typing import Any
 
 from harness.errors import BackendError
-from harness.gateway.protocol import HEAD, MAX_MESSAGE, encode
+from harness.gateway.protocol import encode, receive
 
 
 def ask(control: str, message: dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
@@ -17,25 +16,8 @@ def ask(control: str, message: dict[str, Any], *, timeout: float | None = None) 
     try:
         sock.connect(control)
         sock.sendall(encode(message))
-        head = _read_exact(sock, HEAD.size)
-        (length,) = HEAD.unpack(head)
-        if length > MAX_MESSAGE:
-            raise BackendError("the gateway sent an oversized answer")
-        answer = json.loads(_read_exact(sock, length))
+        return receive(sock)
     except (OSError, ValueError) as exc:
         raise BackendError(f"the session's gateway did not answer ({exc})") from None
     finally:
         sock.close()
-    if not isinstance(answer, dict):
-        raise BackendError("the session's gateway sent a malformed answer")
-    return answer
-
-
-def _read_exact(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise OSError("connection closed")
-        data += chunk
-    return data

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the host tools that only send messages need no asyncio (~25 ms)
     import asyncio
+    import socket
 
 MAX_MESSAGE = 64 * 1024
 MAX_ARGV = 4096
@@ -41,17 +42,44 @@ async def read_message(reader: asyncio.StreamReader, *, timeout: float) -> dict[
 
     try:
         async with asyncio.timeout(timeout):  # one deadline for the whole message
-            head = await reader.readexactly(HEAD.size)
-            (length,) = HEAD.unpack(head)
-            if length > MAX_MESSAGE:
-                raise ProtocolError(
-                    f"message of {length} bytes is over the {MAX_MESSAGE}-byte limit"
-                )
+            length = _length(await reader.readexactly(HEAD.size))
             body = await reader.readexactly(length)
     except TimeoutError:
         raise ProtocolError("too slow: the message did not arrive in time") from None
     except (asyncio.IncompleteReadError, ConnectionError):
         raise ProtocolError("the connection closed in the middle of a message") from None
+    return _decode(body)
+
+
+def receive(sock: socket.socket) -> dict[str, Any]:
+    """One message from a blocking socket (the host's clients of a gateway).
+
+    Raises:
+        OSError: the connection closed first.
+        ProtocolError: too large, or not a UTF-8 JSON object.
+    """
+    length = _length(_receive_exactly(sock, HEAD.size))
+    return _decode(_receive_exactly(sock, length))
+
+
+def _length(head: bytes) -> int:
+    (length,) = HEAD.unpack(head)
+    if length > MAX_MESSAGE:
+        raise ProtocolError(f"message of {length} bytes is over the {MAX_MESSAGE}-byte limit")
+    return int(length)
+
+
+def _receive_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise OSError("the connection closed in the middle of a message")
+        data += chunk
+    return data
+
+
+def _decode(body: bytes) -> dict[str, Any]:
     try:
         message = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):

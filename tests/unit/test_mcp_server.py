@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import socket
-import struct
 import threading
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from mcp.server.mcpserver import AcceptedElicitation, CancelledElicitation
 
 from harness import mcp_server
 from harness.errors import PolicyDenied, UsageError
+from harness.gateway.protocol import encode, receive
 from harness.mcp_server import (
     ApprovalAnswer,
     ApprovalRelay,
@@ -225,29 +225,6 @@ def test_jobs_run_on_the_serving_thread_and_errors_reach_the_caller() -> None:
 # -- the relay, against a stand-in gateway
 
 
-HEAD = struct.Struct(">I")
-
-
-def _frame(message: dict[str, Any]) -> bytes:
-    data = json.dumps(message).encode()
-    return HEAD.pack(len(data)) + data
-
-
-def _read(conn: socket.socket) -> dict[str, Any]:
-    def exact(size: int) -> bytes:
-        data = b""
-        while len(data) < size:
-            chunk = conn.recv(size - len(data))
-            if not chunk:
-                raise EOFError
-            data += chunk
-        return data
-
-    (length,) = HEAD.unpack(exact(HEAD.size))
-    result: dict[str, Any] = json.loads(exact(length))
-    return result
-
-
 class FakeGateway:
     """A control socket that takes one console and records what it answers."""
 
@@ -265,17 +242,17 @@ class FakeGateway:
 
     def _serve(self) -> None:
         self.conn, _ = self.server.accept()
-        self.hello = _read(self.conn)
+        self.hello = receive(self.conn)
         self.connected.set()
         try:
             while True:
-                self.answers.append(_read(self.conn))
-        except (EOFError, OSError):
+                self.answers.append(receive(self.conn))
+        except OSError:
             return
 
     def send(self, message: dict[str, Any]) -> None:
         assert self.conn is not None
-        self.conn.sendall(_frame(message))
+        self.conn.sendall(encode(message))
 
     def close(self) -> None:
         if self.conn is not None:

@@ -48,6 +48,7 @@ from harness.gateway.protocol import (
     CommandRequest,
     ProtocolError,
     read_message,
+    receive,
 )
 from harness.gateway.server import Gateway
 from harness.policy.modes import ApprovalPolicy, RuleAction, SandboxMode
@@ -438,6 +439,36 @@ def test_deeply_nested_json_is_a_protocol_error() -> None:
     for data in (b"[" * 50_000, b'{"op": ' + b"[" * 50_000, b'{"a":' * 10_000):
         with pytest.raises(ProtocolError):
             asyncio.run(parse(data))
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (HEAD.pack(MAX_MESSAGE + 1), ProtocolError),  # oversized, refused before reading it
+        (frame(b"[1, 2]"), ProtocolError),  # JSON, but no object
+        (frame(b"\xff{}"), ProtocolError),  # not UTF-8
+        (frame(b"[" * 50_000), ProtocolError),
+        (frame(b'{"a": 1}')[:-2], OSError),  # cut short
+        (b"\x00\x00", OSError),
+    ],
+)
+def test_the_host_clients_reader_refuses_what_read_message_refuses(
+    data: bytes, error: type[Exception]
+) -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.sendall(data)
+        theirs.shutdown(socket.SHUT_WR)
+        with pytest.raises(error):
+            receive(ours)
+
+
+def test_the_host_clients_reader_returns_one_message_and_no_more() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.sendall(frame(b'{"decision": "allow"}') + frame(b'{"next": 1}'))
+        assert receive(ours) == {"decision": "allow"}
+        assert receive(ours) == {"next": 1}
 
 
 @pytest.mark.parametrize("socket_name", ["gateway", "control"])
